@@ -1,0 +1,220 @@
+//! rnmt-train: train a translation model on parallel data, or resume training it.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use rnmt::checkpoint;
+use rnmt::config::Config;
+use rnmt::corpus::{CorpusSource, DelimitedFormat};
+use rnmt::data::{prepare, DataSpec};
+use rnmt::device::{describe, parse_device, set_threads};
+use rnmt::train::{human_duration, Trainer};
+
+/// Train an attentional encoder-decoder (bidirectional LSTM encoder, GRU decoder).
+///
+/// Re-running the same command on an existing --model-dir resumes exactly where training
+/// stopped (weights, optimizer moments, data position, schedule). Ctrl-C saves and exits.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Training pairs: a TSV (`source<TAB>target`) or CSV file.
+    #[arg(long, required_unless_present = "train_src")]
+    train: Option<PathBuf>,
+    /// Training source file, line-aligned with --train-tgt (instead of --train).
+    #[arg(long, requires = "train_tgt", conflicts_with = "train")]
+    train_src: Option<PathBuf>,
+    #[arg(long, requires = "train_src")]
+    train_tgt: Option<PathBuf>,
+    /// Validation pairs, same formats as --train.
+    #[arg(long, required_unless_present = "valid_src")]
+    valid: Option<PathBuf>,
+    #[arg(long, requires = "valid_tgt", conflicts_with = "valid")]
+    valid_src: Option<PathBuf>,
+    #[arg(long, requires = "valid_src")]
+    valid_tgt: Option<PathBuf>,
+    /// Delimited format (default: from the extension, .csv is CSV, anything else TSV).
+    #[arg(long, value_parser = ["tsv", "csv"])]
+    format: Option<String>,
+    /// 0-based source and target columns of a TSV/CSV file.
+    #[arg(long, default_value_t = 0)]
+    src_col: usize,
+    #[arg(long, default_value_t = 1)]
+    tgt_col: usize,
+    /// The TSV/CSV files start with a header line.
+    #[arg(long)]
+    header: bool,
+    /// Skip malformed lines (reported with counts per reason) instead of stopping.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Where the model, tokenizers, checkpoints and metrics go.
+    #[arg(long)]
+    model_dir: PathBuf,
+    /// Config file (TOML or JSON) with sections model / data / train.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one config key, e.g. --set model.decoder.attention=luong (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Stop after this many updates in total.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Stop after this many epochs in total.
+    #[arg(long)]
+    max_epochs: Option<u64>,
+    /// Stop this run after this much time, e.g. 90s, 10m, 2h.
+    #[arg(long)]
+    max_time: Option<String>,
+    /// Seed for data order, initialization and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch threads (default: one per physical core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only errors on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn corpus(
+    file: &Option<PathBuf>,
+    src: &Option<PathBuf>,
+    tgt: &Option<PathBuf>,
+    a: &Args,
+) -> Result<CorpusSource> {
+    Ok(match (file, src, tgt) {
+        (Some(f), _, _) => match CorpusSource::from_path(f) {
+            CorpusSource::Delimited { path, format, .. } => CorpusSource::Delimited {
+                path,
+                format: match a.format.as_deref() {
+                    Some("csv") => DelimitedFormat::Csv,
+                    Some(_) => DelimitedFormat::Tsv,
+                    None => format,
+                },
+                src_col: a.src_col,
+                tgt_col: a.tgt_col,
+                header: a.header,
+            },
+            other => other,
+        },
+        (None, Some(s), Some(t)) => CorpusSource::aligned(s, t),
+        _ => bail!("give a corpus file or a pair of aligned files"),
+    })
+}
+
+/// The config of this run: the saved one when resuming (its model and data sections must
+/// agree with what the command asks for), else defaults < --config < --set < flags.
+fn resolve_config(a: &Args, model_dir: &Path) -> Result<Config> {
+    let mut requested = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    }
+    .with_overrides(&a.overrides)?;
+    let t = &mut requested.train;
+    if a.max_steps.is_some() {
+        t.max_steps = a.max_steps;
+    }
+    if a.max_epochs.is_some() {
+        t.max_epochs = a.max_epochs;
+    }
+    if a.max_time.is_some() {
+        t.max_time = a.max_time.clone();
+    }
+    if let Some(s) = a.seed {
+        t.seed = s;
+    }
+    if checkpoint::last_dir(model_dir).is_none() {
+        return Ok(requested);
+    }
+    let mut saved = Config::load_dir(model_dir)?;
+    let mut wanted_model = requested.model.clone();
+    wanted_model.src_vocab = saved.model.src_vocab;
+    wanted_model.tgt_vocab = saved.model.tgt_vocab;
+    if wanted_model != saved.model || requested.data != saved.data {
+        bail!(
+            "{} holds a model trained with a different model/data config; resume with the same settings or use a new --model-dir",
+            model_dir.display()
+        );
+    }
+    // Budgets may change between runs; everything else stays as saved.
+    saved.train.max_steps = requested.train.max_steps;
+    saved.train.max_epochs = requested.train.max_epochs;
+    saved.train.max_time = requested.train.max_time;
+    Ok(saved)
+}
+
+fn run(a: Args) -> Result<()> {
+    let started = Instant::now();
+    set_threads(a.threads);
+    let device = parse_device(&a.device)?;
+    std::fs::create_dir_all(&a.model_dir)
+        .with_context(|| format!("creating {}", a.model_dir.display()))?;
+    let mut config = resolve_config(&a, &a.model_dir)?;
+    let spec = DataSpec {
+        train: corpus(&a.train, &a.train_src, &a.train_tgt, &a)?,
+        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, &a)?,
+        skip_bad_lines: a.skip_bad_lines,
+    };
+    let say = |m: &str| {
+        if !a.quiet {
+            eprintln!("{m}");
+        }
+    };
+    let data = prepare(&spec, &config.data, &a.model_dir)?;
+    for line in &data.report {
+        say(line);
+    }
+    config.model.src_vocab = data.tokenizers.src().vocab_size();
+    config.model.tgt_vocab = data.tokenizers.tgt().vocab_size();
+    config.save_dir(&a.model_dir)?;
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let mut trainer = Trainer::new(config, &a.model_dir, device, &data, &STOP)?;
+    trainer.verbose = !a.quiet;
+    let params: i64 = trainer
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    say(&format!(
+        "model: {params} parameters on {}; {} training pairs; resuming at step {}",
+        describe(device),
+        data.train.len(),
+        trainer.state.step
+    ));
+    let outcome = trainer.run()?;
+    let s = &outcome.state;
+    say(&format!(
+        "stopped: {} at step {} (epoch {}) after {}; {:.0} target tokens/s in updates",
+        outcome.reason,
+        s.step,
+        s.epoch + 1,
+        human_duration(started.elapsed()),
+        s.tokens as f64 / s.train_seconds.max(1e-9)
+    ));
+    if let Some(b) = s.best_bleu {
+        say(&format!(
+            "best validation BLEU {b:.2} at step {}: {}",
+            s.best_step,
+            a.model_dir.join(checkpoint::MODEL_FILE).display()
+        ));
+    }
+    say(&rnmt::memory::peak_report());
+    say("train longer: run the same command again with a larger --max-steps / --max-epochs / --max-time");
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("rnmt-train: error: {e:#}");
+        std::process::exit(1);
+    }
+}

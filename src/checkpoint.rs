@@ -1,0 +1,182 @@
+//! The model directory: self-describing, so `rnmt-translate` rebuilds everything from it.
+//!
+//! ```text
+//! MODEL_DIR/
+//!   config.json            resolved Config (model, data, train)
+//!   tokenizer.json         joint tokenizer (or tokenizer.src.json + tokenizer.tgt.json)
+//!   model.safetensors      best weights by validation BLEU (what rnmt-translate loads)
+//!   metrics.csv            one row per validation
+//!   last/                  the latest state, for resuming:
+//!     weights.safetensors  optimizer.safetensors  trainer.json
+//! ```
+//!
+//! Every file is written to a temporary name and renamed into place. `last/` is replaced as a
+//! whole: it is written as `last.new/`, the old one moves to `last.old/`, the new one to
+//! `last/`, then `last.old/` is removed; a crash at any point leaves a complete `last/` or
+//! `last.old/`, and [`last_dir`] finds it.
+//!
+//! Parameter names in the weights are a file format: keep them stable.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::Seq2Seq;
+use crate::tokenizer::Tokenizers;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const LAST_DIR: &str = "last";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const TRAINER_FILE: &str = "trainer.json";
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// `dir/.name.tmp.ext` next to `path`, keeping the extension (libtorch picks the format by it).
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{ext}"))
+}
+
+/// Saves all variables of `vs` as safetensors, atomically.
+pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    let tmp = tmp_name(path);
+    vs.save(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Loads weights into `vs`, checking that the file holds exactly the model's parameters with
+/// the model's shapes; the error names the first mismatch.
+pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(Error::ModelDir(format!("{} is missing", path.display())));
+    }
+    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| Error::ModelDir(format!("{}: cannot read weights: {e}", path.display())))?
+        .into_iter()
+        .collect();
+    let vars = vs.variables();
+    let mismatch = |m: String| {
+        Err(Error::ModelDir(format!(
+            "{}: {m}; the weights do not belong to this config.json",
+            path.display()
+        )))
+    };
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(t) = stored.get(name) else {
+            return mismatch(format!("parameter {name} is missing"));
+        };
+        if t.size() != vars[name].size() {
+            return mismatch(format!(
+                "parameter {name} has shape {:?}, config.json gives {:?}",
+                t.size(),
+                vars[name].size()
+            ));
+        }
+    }
+    if let Some(extra) = stored.keys().find(|k| !vars.contains_key(*k)) {
+        return mismatch(format!("unexpected parameter {extra}"));
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            var.copy_(&stored[&name]);
+        }
+    });
+    Ok(())
+}
+
+/// The directory holding the latest complete training state, if any.
+pub fn last_dir(model_dir: &Path) -> Option<PathBuf> {
+    [LAST_DIR, "last.old"]
+        .iter()
+        .map(|d| model_dir.join(d))
+        .find(|d| d.join(TRAINER_FILE).exists())
+}
+
+/// Replaces `model_dir/last/` with the directory `fill` writes, as described above.
+pub fn replace_last(model_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let new = model_dir.join("last.new");
+    let old = model_dir.join("last.old");
+    let last = model_dir.join(LAST_DIR);
+    let rm = |d: &Path| -> Result<()> {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        Ok(())
+    };
+    rm(&new)?;
+    std::fs::create_dir_all(&new).map_err(|e| Error::io(&new, e))?;
+    fill(&new)?;
+    if last.exists() {
+        // A complete last.old from an earlier crash is superseded by the new state.
+        rm(&old)?;
+        std::fs::rename(&last, &old).map_err(|e| Error::io(&last, e))?;
+    }
+    std::fs::rename(&new, &last).map_err(|e| Error::io(&new, e))?;
+    rm(&old)
+}
+
+/// A model loaded for inference from a model directory.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub config: Config,
+    pub tokenizers: Tokenizers,
+    pub model: Seq2Seq,
+    pub vs: VarStore,
+}
+
+/// Loads config, tokenizers and best weights from `dir`, checking they belong together.
+pub fn load_model_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
+    if !dir.is_dir() {
+        return Err(Error::ModelDir(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    let config = Config::load_dir(dir)?;
+    let tokenizers = Tokenizers::load_dir(dir)?;
+    check_vocab(&config, &tokenizers, dir)?;
+    config.model.validate()?;
+    let mut vs = VarStore::new(device);
+    let model = Seq2Seq::new(&vs.root(), &config.model);
+    load_weights(&mut vs, &dir.join(MODEL_FILE))?;
+    vs.freeze();
+    Ok(LoadedModel {
+        config,
+        tokenizers,
+        model,
+        vs,
+    })
+}
+
+/// The config's vocabulary sizes must be the tokenizers'.
+pub fn check_vocab(config: &Config, tok: &Tokenizers, dir: &Path) -> Result<()> {
+    let (s, t) = (tok.src().vocab_size(), tok.tgt().vocab_size());
+    if config.model.src_vocab != s || config.model.tgt_vocab != t {
+        return Err(Error::ModelDir(format!(
+            "{}: config.json says vocabularies {}/{} but the tokenizer files have {s}/{t}; they come from different models",
+            dir.display(),
+            config.model.src_vocab,
+            config.model.tgt_vocab
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Training-data filters: maximum length, maximum length ratio, exact duplicates.
+//!
+//! Lengths are counted by a caller-supplied function (normally the subword tokenizer's token
+//! count), so this module does not depend on the tokenizer.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Pair, Side};
+
+/// Which pairs to drop from training data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterConfig {
+    /// Drop a pair if either side has more than this many tokens (default 100).
+    pub max_len: Option<usize>,
+    /// Drop a pair if `max(len_src, len_tgt) / min(len_src, len_tgt)` exceeds this (default 3.0).
+    pub max_ratio: Option<f64>,
+    /// Drop exact duplicate (source, target) pairs, keeping the first (default true).
+    pub dedup: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            max_len: Some(100),
+            max_ratio: Some(3.0),
+            dedup: true,
+        }
+    }
+}
+
+/// What [`filter`] kept and dropped. Each dropped pair is counted once, under the first check
+/// it failed, in the order length, ratio, duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FilterReport {
+    /// Pairs given.
+    pub input: usize,
+    /// Pairs kept.
+    pub kept: usize,
+    /// Dropped because a side was longer than `max_len`.
+    pub too_long: usize,
+    /// Dropped because the length ratio exceeded `max_ratio`.
+    pub bad_ratio: usize,
+    /// Dropped as exact duplicates of an earlier pair.
+    pub duplicate: usize,
+}
+
+impl fmt::Display for FilterReport {
+    /// E.g. `kept 95 of 100 pairs (dropped 3 too long, 1 length ratio, 1 duplicate)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kept {} of {} pairs (dropped {} too long, {} length ratio, {} duplicate)",
+            self.kept, self.input, self.too_long, self.bad_ratio, self.duplicate
+        )
+    }
+}
+
+/// Ratio check: a side with zero tokens against a non-empty one has an infinite ratio.
+fn ratio_exceeds(a: usize, b: usize, max_ratio: f64) -> bool {
+    let (lo, hi) = (a.min(b), a.max(b));
+    if lo == 0 {
+        return hi > 0;
+    }
+    hi as f64 / lo as f64 > max_ratio
+}
+
+/// Filters `pairs` by `cfg`, keeping order; `len` counts the tokens of one side's text (the
+/// side matters when source and target have separate tokenizers).
+pub fn filter<F>(pairs: Vec<Pair>, cfg: &FilterConfig, mut len: F) -> (Vec<Pair>, FilterReport)
+where
+    F: FnMut(Side, &str) -> usize,
+{
+    let mut report = FilterReport {
+        input: pairs.len(),
+        ..FilterReport::default()
+    };
+    let mut keep = vec![false; pairs.len()];
+    {
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        for (i, pair) in pairs.iter().enumerate() {
+            if cfg.max_len.is_some() || cfg.max_ratio.is_some() {
+                let (ls, lt) = (len(Side::Source, &pair.src), len(Side::Target, &pair.tgt));
+                if cfg.max_len.is_some_and(|m| ls > m || lt > m) {
+                    report.too_long += 1;
+                    continue;
+                }
+                if cfg.max_ratio.is_some_and(|r| ratio_exceeds(ls, lt, r)) {
+                    report.bad_ratio += 1;
+                    continue;
+                }
+            }
+            if cfg.dedup && !seen.insert((&pair.src, &pair.tgt)) {
+                report.duplicate += 1;
+                continue;
+            }
+            keep[i] = true;
+        }
+    }
+    let kept: Vec<Pair> = pairs
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(p, k)| k.then_some(p))
+        .collect();
+    report.kept = kept.len();
+    (kept, report)
+}

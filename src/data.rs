@@ -1,0 +1,117 @@
+//! Training data preparation: read the corpora, train (or reuse) the tokenizers, encode,
+//! filter, and report what was read, skipped and filtered.
+use std::path::Path;
+
+use crate::batch::Example;
+use crate::config::DataConfig;
+use crate::corpus::{self, CorpusSource, Pair, ReadOptions};
+use crate::error::Result;
+use crate::tokenizer::{Tokenizers, JOINT_FILE, SRC_FILE};
+
+/// Where the training and validation pairs come from.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    pub train: CorpusSource,
+    pub valid: CorpusSource,
+    /// Skip malformed lines (counted and reported) instead of stopping at the first.
+    pub skip_bad_lines: bool,
+}
+
+/// Encoded training and validation data.
+#[derive(Debug)]
+pub struct Prepared {
+    pub tokenizers: Tokenizers,
+    pub train: Vec<Example>,
+    pub valid: Vec<Example>,
+    /// Normalized validation targets, the BLEU references.
+    pub valid_refs: Vec<String>,
+    /// Human-readable lines: counts read, skipped, filtered.
+    pub report: Vec<String>,
+}
+
+/// Encodes pairs with the tokenizers.
+pub fn encode_pairs(tok: &Tokenizers, pairs: &[Pair]) -> Result<Vec<Example>> {
+    pairs
+        .iter()
+        .map(|p| {
+            Ok(Example {
+                src: tok.src().encode(&p.src)?,
+                tgt: tok.tgt().encode(&p.tgt)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads, tokenizes and filters. Tokenizers found in `model_dir` are reused (resuming);
+/// otherwise they are trained on the training pairs and saved there.
+pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepared> {
+    let opts = ReadOptions {
+        normalization: cfg.normalization,
+        skip_bad_lines: spec.skip_bad_lines,
+    };
+    let mut report = Vec::new();
+    let (train_pairs, skipped) = corpus::read_all(&spec.train, &opts)?;
+    report.push(format!(
+        "train: {} pairs read from {}",
+        train_pairs.len(),
+        spec.train
+    ));
+    if skipped.total() > 0 {
+        report.push(format!("train: {skipped}"));
+    }
+    let (valid_pairs, skipped) = corpus::read_all(&spec.valid, &opts)?;
+    report.push(format!(
+        "valid: {} pairs read from {}",
+        valid_pairs.len(),
+        spec.valid
+    ));
+    if skipped.total() > 0 {
+        report.push(format!("valid: {skipped}"));
+    }
+
+    let tokenizers = if [JOINT_FILE, SRC_FILE]
+        .iter()
+        .any(|f| model_dir.join(f).exists())
+    {
+        report.push(format!(
+            "tokenizers: reusing those in {}",
+            model_dir.display()
+        ));
+        Tokenizers::load_dir(model_dir)?
+    } else {
+        let start = std::time::Instant::now();
+        let t = Tokenizers::train(&train_pairs, &cfg.tokenizer)?;
+        t.save_dir(model_dir)?;
+        report.push(format!(
+            "tokenizers: trained {} BPE, vocabulary {}/{} in {:.1}s",
+            if t.is_joint() { "joint" } else { "separate" },
+            t.src().vocab_size(),
+            t.tgt().vocab_size(),
+            start.elapsed().as_secs_f64()
+        ));
+        t
+    };
+
+    let (train_pairs, filtered) = corpus::filter(train_pairs, &cfg.filter, |side, text| {
+        let t = if side == corpus::Side::Source {
+            tokenizers.src()
+        } else {
+            tokenizers.tgt()
+        };
+        t.encode(text).map(|ids| ids.len()).unwrap_or(usize::MAX)
+    });
+    report.push(format!(
+        "train: {filtered}; {} pairs kept",
+        train_pairs.len()
+    ));
+    let train = encode_pairs(&tokenizers, &train_pairs)?;
+    let valid = encode_pairs(&tokenizers, &valid_pairs)?;
+    let valid_refs = valid_pairs.into_iter().map(|p| p.tgt).collect();
+    Ok(Prepared {
+        tokenizers,
+        train,
+        valid,
+        valid_refs,
+        report,
+    })
+}

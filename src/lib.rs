@@ -1,0 +1,43 @@
+//! # rnmt: neural machine translation in Rust
+//!
+//! An attentional encoder-decoder (Sutskever et al. 2014; Cho et al. 2014; Bahdanau et al.
+//! 2015; Luong et al. 2015) on libtorch through `tch`.
+//!
+//! The pipeline, in order:
+//!
+//! 1. **Read** sentence pairs from TSV/CSV files or two line-aligned files, with Unicode
+//!    normalization and file:line errors ([`corpus`]).
+//! 2. **Tokenize** into byte-level BPE subwords with a joint (or separate) vocabulary
+//!    ([`tokenizer`]); filter by length, length ratio and duplicates ([`corpus::filter`]).
+//! 3. **Batch** by token count with length bucketing and seeded shuffling ([`batch`]).
+//! 4. **Encode** each source with a stacked bidirectional LSTM over packed sequences
+//!    ([`model::encoder`]); the top layer's final forward and backward states form the
+//!    **context vector**.
+//! 5. **Bridge** the context vector into the initial state of every decoder layer
+//!    ([`model::bridge`]).
+//! 6. **Decode** with a stacked GRU that attends over the encoder states at every step
+//!    ([`model::attention`], [`model::decoder`]), trained with **teacher forcing**.
+//! 7. **Train**: token-level cross-entropy, backpropagation through time, gradient clipping by
+//!    global norm, Adam, validation BLEU, checkpoints, exact resume ([`train`], [`optim`],
+//!    [`checkpoint`]).
+//! 8. **Search** for translations with batched greedy or beam search ([`search`]) and stream
+//!    them line by line ([`translate`]).
+//! 9. **Score** with sacrebleu-compatible BLEU and chrF ([`metrics`]).
+//!
+//! Tensor shapes are documented on every public function as `[batch, src_len, 2*hidden]`.
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod corpus;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod memory;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod search;
+pub mod tokenizer;
+pub mod train;
+pub mod translate;

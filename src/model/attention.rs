@@ -1,0 +1,93 @@
+//! Attention: at every decoder step, a distribution over the source positions and the
+//! weighted average of the encoder states under it (the *context*).
+//!
+//! * Bahdanau et al. (2015), additive: `e_i = v^T tanh(W_k k_i + W_q q)`.
+//! * Luong et al. (2015), "general": `e_i = q^T W_k k_i`.
+//!
+//! Scores at padding positions are set to `-inf` before the softmax, so padding gets exactly
+//! zero weight. The key projections `W_k k_i` depend only on the encoder states, so they are
+//! computed once per batch ([`Attention::keys`]), not once per step.
+//!
+//! The query `q` is the decoder's top-layer state *after* the current step (the ordering of
+//! Luong et al., also used by JoeyNMT for both scorers); the context then forms the attentional
+//! vector `tanh(W_c [q; context])` that predicts the word and, with input feeding, is fed to the
+//! next step.
+use tch::{nn, Kind, Tensor};
+
+use super::linear::Linear;
+use crate::config::AttentionType;
+
+/// The scorer.
+#[derive(Debug)]
+pub enum Attention {
+    /// No attention: the context is the encoder's fixed summary vector.
+    None,
+    /// Parameters `attention.key_proj.weight`, `attention.query_proj.weight`, `attention.v.weight`.
+    Bahdanau {
+        key_proj: Linear,
+        query_proj: Linear,
+        v: Linear,
+    },
+    /// Parameter `attention.key_proj.weight`.
+    Luong { key_proj: Linear },
+}
+
+impl Attention {
+    /// `key_dim` is the encoder state width, `query_dim` the decoder's hidden size.
+    pub fn new(p: &nn::Path, kind: AttentionType, key_dim: i64, query_dim: i64) -> Self {
+        match kind {
+            AttentionType::None => Attention::None,
+            AttentionType::Bahdanau => Attention::Bahdanau {
+                key_proj: Linear::new(&(p / "key_proj"), key_dim, query_dim, false),
+                query_proj: Linear::new(&(p / "query_proj"), query_dim, query_dim, false),
+                v: Linear::new(&(p / "v"), query_dim, 1, false),
+            },
+            AttentionType::Luong => Attention::Luong {
+                key_proj: Linear::new(&(p / "key_proj"), key_dim, query_dim, false),
+            },
+        }
+    }
+
+    /// Projected keys `[batch, src_len, query_dim]` from `states [batch, src_len, key_dim]`,
+    /// or `None` without attention.
+    pub fn keys(&self, states: &Tensor) -> Option<Tensor> {
+        match self {
+            Attention::None => None,
+            Attention::Bahdanau { key_proj, .. } | Attention::Luong { key_proj } => {
+                Some(key_proj.forward(states))
+            }
+        }
+    }
+
+    /// One attention step.
+    ///
+    /// * `query`: `[batch, query_dim]`
+    /// * `keys`: `[batch, src_len, query_dim]` from [`Attention::keys`]
+    /// * `values`: encoder states `[batch, src_len, key_dim]`
+    /// * `mask`: `[batch, src_len]` bool, true at real tokens
+    ///
+    /// Returns `(context [batch, key_dim], weights [batch, src_len])`; `None` when the scorer
+    /// is `None` (the caller uses the fixed context).
+    pub fn forward(
+        &self,
+        query: &Tensor,
+        keys: Option<&Tensor>,
+        values: &Tensor,
+        mask: &Tensor,
+    ) -> Option<(Tensor, Tensor)> {
+        let keys = keys?;
+        let scores = match self {
+            Attention::None => return None,
+            Attention::Bahdanau { query_proj, v, .. } => {
+                let q = query_proj.forward(query).unsqueeze(1); // [B, 1, A]
+                v.forward(&(keys + q).tanh()).squeeze_dim(2) // [B, S]
+            }
+            Attention::Luong { .. } => keys.bmm(&query.unsqueeze(2)).squeeze_dim(2),
+        };
+        let weights = scores
+            .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        let context = weights.unsqueeze(1).bmm(values).squeeze_dim(1);
+        Some((context, weights))
+    }
+}

@@ -1,0 +1,217 @@
+//! The decoder: a stacked GRU (or LSTM) that emits one target token per step.
+//!
+//! At step `t` it reads the previous target token's embedding and, with input feeding, the
+//! previous attentional vector (or, without attention and without input feeding, the fixed
+//! context vector of Cho et al. 2014); it advances every layer; the top state queries the
+//! attention; and the attentional vector `a_t = tanh(W_c [s_t; context_t])` gives the logits
+//! `W_o a_t + b_o`.
+//!
+//! [`Decoder::step`] is the one step function: training calls it with the embedding part of
+//! the first layer's input projection precomputed for all steps (see [`Decoder::embed_proj`]);
+//! search calls it through [`crate::model::Seq2Seq::step`] one token at a time.
+use tch::{nn, Tensor};
+
+use super::attention::Attention;
+use super::cell::RecurrentLayer;
+use super::encoder::EncoderOutput;
+use super::linear::Linear;
+use crate::config::{AttentionType, CellType, DecoderConfig};
+
+/// The recurrent state between steps.
+#[derive(Debug)]
+pub struct DecoderState {
+    /// One `[batch, hidden]` tensor per layer.
+    pub hidden: Vec<Tensor>,
+    /// LSTM cell states, one `[batch, hidden]` per layer; empty for a GRU.
+    pub cell: Vec<Tensor>,
+    /// The previous attentional vector `[batch, hidden]` (zeros before the first step).
+    pub att_vector: Tensor,
+}
+
+impl DecoderState {
+    /// Selects (and repeats) batch rows: beam reordering, dropping finished sentences.
+    /// `index` is `[n]` int64.
+    pub fn index_select(&self, index: &Tensor) -> DecoderState {
+        DecoderState {
+            hidden: self
+                .hidden
+                .iter()
+                .map(|h| h.index_select(0, index))
+                .collect(),
+            cell: self.cell.iter().map(|c| c.index_select(0, index)).collect(),
+            att_vector: self.att_vector.index_select(0, index),
+        }
+    }
+}
+
+/// What is fed besides the embedding at every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Feed {
+    Nothing,
+    /// The previous attentional vector (input feeding).
+    AttVector,
+    /// The fixed context vector (no attention, no input feeding).
+    Context,
+}
+
+/// Stacked recurrent decoder with attention.
+#[derive(Debug)]
+pub struct Decoder {
+    layers: Vec<RecurrentLayer>,
+    attention: Attention,
+    att_vector: Linear,
+    output: Linear,
+    dropout: f64,
+    emb_dim: i64,
+    feed: Feed,
+    feed_dim: i64,
+}
+
+impl Decoder {
+    /// * `p`: the model root (parameters under `decoder.*` and `attention.*`)
+    /// * `context_dim`: encoder state width (`2 * enc_hidden`)
+    /// * `tied_output`: the target embedding `[tgt_vocab, emb]` to reuse as output weight
+    pub fn new(
+        p: &nn::Path,
+        cfg: &DecoderConfig,
+        emb_dim: i64,
+        context_dim: i64,
+        tgt_vocab: i64,
+        tied_output: Option<&Tensor>,
+    ) -> Self {
+        let hidden = cfg.hidden as i64;
+        let (feed, feed_dim) = match (cfg.input_feeding, cfg.attention) {
+            (true, _) => (Feed::AttVector, hidden),
+            (false, AttentionType::None) => (Feed::Context, context_dim),
+            (false, _) => (Feed::Nothing, 0),
+        };
+        let d = p / "decoder";
+        let rnn = &d / "rnn";
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let input = if l == 0 { emb_dim + feed_dim } else { hidden };
+                RecurrentLayer::new(&rnn, cfg.cell, l, input, hidden)
+            })
+            .collect();
+        let attention = Attention::new(&(p / "attention"), cfg.attention, context_dim, hidden);
+        let att_vector = Linear::new(&(&d / "att_vector"), hidden + context_dim, hidden, true);
+        let output = match tied_output {
+            Some(w) => Linear {
+                weight: w.shallow_clone(),
+                bias: Some((&d / "output").zeros("bias", &[tgt_vocab])),
+            },
+            None => Linear::new(&(&d / "output"), hidden, tgt_vocab, true),
+        };
+        Decoder {
+            layers,
+            attention,
+            att_vector,
+            output,
+            dropout: cfg.dropout,
+            emb_dim,
+            feed,
+            feed_dim,
+        }
+    }
+
+    /// Attention keys for the encoder states (once per batch).
+    pub fn attention_keys(&self, states: &Tensor) -> Option<Tensor> {
+        self.attention.keys(states)
+    }
+
+    /// The initial state from the bridged context `init [batch, hidden]`.
+    pub fn initial_state(&self, init: &Tensor) -> DecoderState {
+        let n = self.layers.len();
+        let cell = match self.layers[0].cell {
+            CellType::Gru => vec![],
+            CellType::Lstm => (0..n).map(|_| init.zeros_like()).collect(),
+        };
+        DecoderState {
+            hidden: (0..n).map(|_| init.shallow_clone()).collect(),
+            cell,
+            att_vector: init.zeros_like(),
+        }
+    }
+
+    /// The embedding part of the first layer's input projection, bias included:
+    /// `emb [.., emb]` to `[.., gates * hidden]`. Works on a whole `[batch, tgt_len, emb]`
+    /// sequence at once (training) or on one step `[batch, emb]` (search).
+    pub fn embed_proj(&self, emb: &Tensor) -> Tensor {
+        self.layers[0].project_part(emb, 0, self.emb_dim, true)
+    }
+
+    /// One decoder step.
+    ///
+    /// * `emb_proj`: `[batch, gates * hidden]` from [`Decoder::embed_proj`]
+    /// * `state`: the previous state
+    /// * `enc`: the encoder output (states, mask, keys)
+    ///
+    /// Returns the new state; its `att_vector [batch, hidden]` is what
+    /// [`Decoder::logits`] turns into word scores.
+    pub fn step(
+        &self,
+        emb_proj: &Tensor,
+        state: &DecoderState,
+        enc: &EncoderOutput,
+        train: bool,
+    ) -> DecoderState {
+        let gi = match self.feed {
+            Feed::Nothing => emb_proj.shallow_clone(),
+            Feed::AttVector => {
+                emb_proj
+                    + self.layers[0].project_part(
+                        &state.att_vector,
+                        self.emb_dim,
+                        self.feed_dim,
+                        false,
+                    )
+            }
+            Feed::Context => {
+                emb_proj
+                    + self.layers[0].project_part(
+                        &enc.final_state,
+                        self.emb_dim,
+                        self.feed_dim,
+                        false,
+                    )
+            }
+        };
+        let mut hidden: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        let mut cell = Vec::with_capacity(state.cell.len());
+        let mut gi = gi;
+        for (l, layer) in self.layers.iter().enumerate() {
+            if l > 0 {
+                let x = hidden[l - 1].dropout(self.dropout, train);
+                gi = layer.project(&x);
+            }
+            let (h, c) = layer.step(&gi, &state.hidden[l], state.cell.get(l));
+            hidden.push(h);
+            if let Some(c) = c {
+                cell.push(c);
+            }
+        }
+        let query = &hidden[hidden.len() - 1];
+        let context = match self
+            .attention
+            .forward(query, enc.keys.as_ref(), &enc.states, &enc.mask)
+        {
+            Some((context, _weights)) => context,
+            None => enc.final_state.shallow_clone(),
+        };
+        let att_vector = self
+            .att_vector
+            .forward(&Tensor::cat(&[query, &context], 1))
+            .tanh();
+        DecoderState {
+            hidden,
+            cell,
+            att_vector,
+        }
+    }
+
+    /// Word scores from attentional vectors: `[.., hidden]` to `[.., tgt_vocab]`.
+    pub fn logits(&self, att_vector: &Tensor, train: bool) -> Tensor {
+        self.output
+            .forward(&att_vector.dropout(self.dropout, train))
+    }
+}

@@ -1,0 +1,206 @@
+//! The encoder-decoder (Sutskever et al. 2014; Cho et al. 2014) with attention (Bahdanau et
+//! al. 2015; Luong et al. 2015).
+//!
+//! Search talks to the model through three calls only: [`Seq2Seq::encode`],
+//! [`Seq2Seq::initial_state`] and [`Seq2Seq::step`]. Training uses [`Seq2Seq::loss`], which
+//! runs the same [`Decoder::step`] under teacher forcing.
+use tch::{nn, Kind, Tensor};
+
+use super::bridge::Bridge;
+use super::decoder::{Decoder, DecoderState};
+use super::embedding::Embedding;
+use super::encoder::{length_mask, Encoder, EncoderOutput};
+use crate::batch::Batch;
+use crate::config::ModelConfig;
+use crate::tokenizer::PAD_ID;
+
+/// Sums over the target tokens of one batch.
+#[derive(Debug)]
+pub struct Loss {
+    /// The training objective (label-smoothed cross-entropy), summed; a scalar to
+    /// backpropagate.
+    pub loss: Tensor,
+    /// Negative log-likelihood of the gold tokens, summed (for perplexity).
+    pub nll: Tensor,
+    /// Number of target tokens (padding excluded).
+    pub tokens: i64,
+}
+
+/// The whole translation model.
+#[derive(Debug)]
+pub struct Seq2Seq {
+    pub config: ModelConfig,
+    src_embed: Embedding,
+    tgt_embed: Embedding,
+    encoder: Encoder,
+    bridge: Bridge,
+    decoder: Decoder,
+    emb_dropout: f64,
+}
+
+impl Seq2Seq {
+    /// Builds a freshly initialized model in `p` (the var store root). Parameter names:
+    /// `src_embed.weight`, `tgt_embed.weight`, `encoder.rnn.*`, `bridge.*`, `attention.*`,
+    /// `decoder.rnn.*`, `decoder.att_vector.*`, `decoder.output.*`.
+    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+        let emb = config.emb_size as i64;
+        let src_embed = Embedding::new(&(p / "src_embed"), config.src_vocab as i64, emb);
+        let tgt_embed = Embedding::new(&(p / "tgt_embed"), config.tgt_vocab as i64, emb);
+        let encoder = Encoder::new(&(p / "encoder"), &config.encoder, emb);
+        let context_dim = encoder.output_dim();
+        let bridge = Bridge::new(&(p / "bridge"), context_dim, config.decoder.hidden as i64);
+        let tied = config.tie_target_embeddings.then_some(&tgt_embed.weight);
+        let decoder = Decoder::new(
+            p,
+            &config.decoder,
+            emb,
+            context_dim,
+            config.tgt_vocab as i64,
+            tied,
+        );
+        Seq2Seq {
+            config: config.clone(),
+            src_embed,
+            tgt_embed,
+            encoder,
+            bridge,
+            decoder,
+            emb_dropout: config.emb_dropout,
+        }
+    }
+
+    /// Encodes `src [batch, src_len]` (int64, `<pad>`-padded) with true `lengths`.
+    pub fn encode(&self, src: &Tensor, lengths: &[i64], train: bool) -> EncoderOutput {
+        let emb = self.src_embed.forward(src).dropout(self.emb_dropout, train);
+        let (states, final_state) = self.encoder.forward(&emb, lengths, train);
+        let mask = length_mask(lengths, src.size()[1], src.device());
+        let keys = self.decoder.attention_keys(&states);
+        EncoderOutput {
+            states,
+            mask,
+            final_state,
+            keys,
+        }
+    }
+
+    /// The decoder's initial state: the bridged context vector in every layer.
+    pub fn initial_state(&self, enc: &EncoderOutput) -> DecoderState {
+        self.decoder
+            .initial_state(&self.bridge.forward(&enc.final_state))
+    }
+
+    /// One inference step: `prev [batch]` (int64, the previous token, `<s>` first) to
+    /// `(log_probs [batch, tgt_vocab], next state)`. No dropout.
+    pub fn step(
+        &self,
+        prev: &Tensor,
+        state: &DecoderState,
+        enc: &EncoderOutput,
+    ) -> (Tensor, DecoderState) {
+        let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
+        let next = self.decoder.step(&emb_proj, state, enc, false);
+        let log_probs = self
+            .decoder
+            .logits(&next.att_vector, false)
+            .log_softmax(-1, Kind::Float);
+        (log_probs, next)
+    }
+
+    /// Runs the decoder over `tgt_in [batch, tgt_len]`, feeding the gold previous token with
+    /// probability `teacher_forcing` per sentence and step, and the model's own greedy
+    /// prediction otherwise. Returns the attentional vectors `[batch, tgt_len, hidden]`.
+    fn run_decoder(
+        &self,
+        enc: &EncoderOutput,
+        tgt_in: &Tensor,
+        train: bool,
+        teacher_forcing: f64,
+    ) -> Tensor {
+        let tgt_len = tgt_in.size()[1];
+        let mut state = self.initial_state(enc);
+        let mut outputs = Vec::with_capacity(tgt_len as usize);
+        if teacher_forcing >= 1.0 {
+            // Every input is known: embed and project all of them in one go.
+            let emb = self
+                .tgt_embed
+                .forward(tgt_in)
+                .dropout(self.emb_dropout, train);
+            let proj = self.decoder.embed_proj(&emb); // [B, T, G*H]
+            for t in 0..tgt_len {
+                state = self.decoder.step(&proj.select(1, t), &state, enc, train);
+                outputs.push(state.att_vector.shallow_clone());
+            }
+        } else {
+            let mut prev = tgt_in.select(1, 0);
+            for t in 0..tgt_len {
+                let emb = self
+                    .tgt_embed
+                    .forward(&prev)
+                    .dropout(self.emb_dropout, train);
+                state = self
+                    .decoder
+                    .step(&self.decoder.embed_proj(&emb), &state, enc, train);
+                outputs.push(state.att_vector.shallow_clone());
+                if t + 1 < tgt_len {
+                    let gold = tgt_in.select(1, t + 1);
+                    let predicted = tch::no_grad(|| {
+                        self.decoder
+                            .logits(&state.att_vector, false)
+                            .argmax(-1, false)
+                    });
+                    let use_gold = Tensor::rand([gold.size()[0]], (Kind::Float, gold.device()))
+                        .lt(teacher_forcing);
+                    prev = gold.where_self(&use_gold, &predicted);
+                }
+            }
+        }
+        Tensor::stack(&outputs, 1)
+    }
+
+    /// Token-level cross-entropy of a batch, padding ignored, with label smoothing `eps`
+    /// (`(1 - eps) * nll + eps * mean_k(-log p_k)`, as PyTorch's `cross_entropy`).
+    /// The output layer runs on the real target positions only.
+    pub fn loss(&self, batch: &Batch, train: bool, teacher_forcing: f64, eps: f64) -> Loss {
+        let enc = self.encode(&batch.src, &batch.src_lens, train);
+        let att = self.run_decoder(&enc, &batch.tgt_in, train, teacher_forcing);
+        let hidden = att.size()[2];
+        let gold = batch.tgt_out.reshape([-1]);
+        let keep = gold.ne(PAD_ID as i64).nonzero().squeeze_dim(1);
+        let att = att.reshape([-1, hidden]).index_select(0, &keep);
+        let gold = gold.index_select(0, &keep);
+        let log_probs = self
+            .decoder
+            .logits(&att, train)
+            .log_softmax(-1, Kind::Float);
+        let nll = -log_probs
+            .gather(1, &gold.unsqueeze(1), false)
+            .sum(Kind::Float);
+        let loss = if eps > 0.0 {
+            let smooth = -log_probs.mean_dim(-1, false, Kind::Float).sum(Kind::Float);
+            &nll * (1.0 - eps) + smooth * eps
+        } else {
+            nll.shallow_clone()
+        };
+        Loss {
+            loss,
+            nll,
+            tokens: keep.size()[0],
+        }
+    }
+
+    /// Log-probability of each target sentence under the model (teacher forcing, no dropout),
+    /// `[batch]`: the sum over `tgt_out`'s real tokens, `</s>` included.
+    pub fn score(&self, batch: &Batch) -> Tensor {
+        let enc = self.encode(&batch.src, &batch.src_lens, false);
+        let att = self.run_decoder(&enc, &batch.tgt_in, false, 1.0);
+        let log_probs = self
+            .decoder
+            .logits(&att, false)
+            .log_softmax(-1, Kind::Float);
+        let gold = log_probs
+            .gather(2, &batch.tgt_out.unsqueeze(2), false)
+            .squeeze_dim(2);
+        let mask = batch.tgt_out.ne(PAD_ID as i64);
+        (gold * mask).sum_dim_intlist(1, false, Kind::Float)
+    }
+}

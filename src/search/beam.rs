@@ -1,0 +1,151 @@
+//! Batched beam search.
+//!
+//! Every sentence keeps `K` partial hypotheses (its beam), all sentences' beams stacked in one
+//! `[active * K, ..]` batch. At each step the model scores all continuations; per sentence the
+//! `2K` best `(beam, token)` pairs by accumulated log-probability are taken in order: a pair
+//! ending in `</s>` among the first `K` becomes a finished hypothesis, the pairs not ending
+//! fill the next beam up to `K` (taking `2K` guarantees `K` unfinished ones exist). A sentence is done when it has `K`
+//! finished hypotheses; its rows then leave the batch. Finished hypotheses are ranked by the
+//! length-normalized score ([`super::length_penalty`]).
+//!
+//! The encoder runs once per batch; its states and attention keys are expanded to the beam
+//! and reordered with the decoder state. The only host transfer per step is the `2K` best
+//! candidates per sentence, which the bookkeeping needs.
+use tch::{Device, Kind, Tensor};
+
+use super::{apply_length_rules, encode_sources, length_penalty, Hypothesis};
+use crate::config::DecodeConfig;
+use crate::model::Seq2Seq;
+use crate::tokenizer::{BOS_ID, EOS_ID};
+
+/// Beam search over `sources` (subword ids without `</s>`); up to `n_best` hypotheses per
+/// source, best (highest normalized score) first.
+pub fn beam_search(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &DecodeConfig,
+    device: Device,
+) -> Vec<Vec<Hypothesis>> {
+    let n = sources.len();
+    let k = cfg.beam;
+    let (enc, bounds) = encode_sources(model, sources, cfg, device);
+    // Expand every sentence to K rows: [s0, s0, .., s1, s1, ..].
+    let expand: Vec<i64> = (0..n as i64)
+        .flat_map(|s| std::iter::repeat_n(s, k))
+        .collect();
+    let mut enc = enc.index_select(&Tensor::from_slice(&expand).to_device(device));
+    let mut state = model.initial_state(&enc);
+    // All beams start identical: only beam 0 may extend at the first step.
+    let first: Vec<f32> = (0..n * k)
+        .map(|r| if r % k == 0 { 0.0 } else { f32::NEG_INFINITY })
+        .collect();
+    let mut scores = Tensor::from_slice(&first).to_device(device);
+    let mut prev = Tensor::full([(n * k) as i64], BOS_ID as i64, (Kind::Int64, device));
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut histories: Vec<Vec<u32>> = vec![Vec::new(); n * k];
+    let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); n];
+    let mut t = 0;
+    while !active.is_empty() {
+        let (mut log_probs, next) = model.step(&prev, &state, &enc);
+        let vocab = log_probs.size()[1];
+        let row_bounds: Vec<usize> = active
+            .iter()
+            .flat_map(|&s| std::iter::repeat_n(bounds[s], k))
+            .collect();
+        apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
+        let cand = (scores.unsqueeze(1) + log_probs).view([active.len() as i64, k as i64 * vocab]);
+        let (top_scores, top_idx) = cand.topk(2 * k as i64, 1, true, true);
+        let host_scores: Vec<f32> = Vec::try_from(top_scores.reshape([-1])).unwrap_or_default();
+        let host_idx: Vec<i64> = Vec::try_from(top_idx.reshape([-1])).unwrap_or_default();
+
+        let mut next_rows = Vec::new(); // rows of `next` to continue
+        let mut next_tokens = Vec::new();
+        let mut next_scores = Vec::new();
+        let mut next_histories = Vec::new();
+        let mut still_active = Vec::new();
+        // A sentence is done with K finished hypotheses or when no live continuation is left.
+        for (a, &s) in active.iter().enumerate() {
+            let mut extended = 0;
+            // Best first; exact ties go to the lower (beam, token) index, deterministically.
+            let mut order: Vec<usize> = (a * 2 * k..(a + 1) * 2 * k).collect();
+            order.sort_by(|&x, &y| {
+                host_scores[y]
+                    .total_cmp(&host_scores[x])
+                    .then(host_idx[x].cmp(&host_idx[y]))
+            });
+            for (rank, j) in order.into_iter().enumerate() {
+                let score = host_scores[j];
+                if score == f32::NEG_INFINITY {
+                    continue;
+                }
+                let beam = (host_idx[j] / vocab) as usize;
+                let tok = (host_idx[j] % vocab) as u32;
+                let row = a * k + beam;
+                if tok == EOS_ID {
+                    // Only an ending among the K best candidates counts (as in fairseq);
+                    // otherwise beam 1 could end where greedy search continues.
+                    if rank < k && finished[s].len() < k {
+                        let tokens = histories[row].clone();
+                        let normalized = score as f64 / length_penalty(tokens.len() + 1, cfg.alpha);
+                        finished[s].push(Hypothesis {
+                            tokens,
+                            score: score as f64,
+                            normalized,
+                        });
+                    }
+                } else if extended < k {
+                    let mut h = histories[row].clone();
+                    h.push(tok);
+                    next_histories.push(h);
+                    next_rows.push(row as i64);
+                    next_tokens.push(tok as i64);
+                    next_scores.push(score);
+                    extended += 1;
+                }
+            }
+            if finished[s].len() < k && extended > 0 {
+                // Pad a beam that lacks continuations (tiny vocabularies) with dead rows.
+                while extended < k {
+                    next_histories.push(Vec::new());
+                    next_rows.push((a * k) as i64);
+                    next_tokens.push(EOS_ID as i64);
+                    next_scores.push(f32::NEG_INFINITY);
+                    extended += 1;
+                }
+                still_active.push(s);
+            } else {
+                // Done: drop the rows just added for this sentence.
+                let keep = next_rows.len() - extended;
+                next_rows.truncate(keep);
+                next_tokens.truncate(keep);
+                next_scores.truncate(keep);
+                next_histories.truncate(keep);
+            }
+        }
+        t += 1;
+        if still_active.is_empty() {
+            break;
+        }
+        let idx = Tensor::from_slice(&next_rows).to_device(device);
+        state = next.index_select(&idx);
+        if still_active.len() != active.len() {
+            let sentence_rows: Vec<i64> = next_rows
+                .iter()
+                .map(|&r| (r / k as i64) * k as i64)
+                .collect();
+            enc = enc.index_select(&Tensor::from_slice(&sentence_rows).to_device(device));
+        }
+        prev = Tensor::from_slice(&next_tokens).to_device(device);
+        scores = Tensor::from_slice(&next_scores).to_device(device);
+        histories = next_histories;
+        active = still_active;
+    }
+    finished
+        .into_iter()
+        .map(|mut hyps| {
+            hyps.sort_by(|a, b| b.normalized.total_cmp(&a.normalized));
+            hyps.truncate(cfg.n_best);
+            hyps
+        })
+        .collect()
+}

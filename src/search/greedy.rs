@@ -1,0 +1,77 @@
+//! Batched greedy search: the most probable next token at every step.
+use tch::{Device, Kind, Tensor};
+
+use super::{apply_length_rules, encode_sources, length_penalty, Hypothesis};
+use crate::config::DecodeConfig;
+use crate::model::Seq2Seq;
+use crate::tokenizer::{BOS_ID, EOS_ID};
+
+/// Greedy search over `sources` (subword ids without `</s>`); one hypothesis each, in order.
+pub fn greedy_search(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &DecodeConfig,
+    device: Device,
+) -> Vec<Hypothesis> {
+    let n = sources.len();
+    let (mut enc, bounds) = encode_sources(model, sources, cfg, device);
+    let mut state = model.initial_state(&enc);
+    // `active[r]` is the sentence in row r of the shrinking batch.
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut done: Vec<Option<Hypothesis>> = vec![None; n];
+    let mut scores = Tensor::zeros([n as i64], (Kind::Float, device));
+    let mut prev = Tensor::full([n as i64], BOS_ID as i64, (Kind::Int64, device));
+    let mut t = 0;
+    while !active.is_empty() {
+        let (mut log_probs, next) = model.step(&prev, &state, &enc);
+        let row_bounds: Vec<usize> = active.iter().map(|&s| bounds[s]).collect();
+        apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
+        // Rank `scores + log_probs`, the same float sums beam search ranks, and take the
+        // lowest token id among exact ties, as beam search does: beam 1 is exactly greedy.
+        let (best, choice) = (scores.unsqueeze(1) + log_probs).max_dim(1, false);
+        scores = best;
+        let host_choice: Vec<i64> = Vec::try_from(&choice).unwrap_or_default();
+        let host_scores: Vec<f32> = Vec::try_from(&scores).unwrap_or_default();
+        let mut keep = Vec::with_capacity(active.len());
+        for (r, &s) in active.iter().enumerate() {
+            let tok = host_choice[r] as u32;
+            if tok == EOS_ID {
+                let len = tokens[s].len() + 1;
+                let score = host_scores[r] as f64;
+                let normalized = score / length_penalty(len, cfg.alpha);
+                done[s] = Some(Hypothesis {
+                    tokens: std::mem::take(&mut tokens[s]),
+                    score,
+                    normalized,
+                });
+            } else {
+                tokens[s].push(tok);
+                keep.push(r as i64);
+            }
+        }
+        t += 1;
+        if keep.len() == active.len() {
+            state = next;
+            prev = choice;
+        } else if !keep.is_empty() {
+            let idx = Tensor::from_slice(&keep).to_device(device);
+            state = next.index_select(&idx);
+            enc = enc.index_select(&idx);
+            prev = choice.index_select(0, &idx);
+            scores = scores.index_select(0, &idx);
+            active = keep.iter().map(|&r| active[r as usize]).collect();
+        } else {
+            active.clear();
+        }
+    }
+    done.into_iter()
+        .map(|h| {
+            h.unwrap_or(Hypothesis {
+                tokens: vec![],
+                score: 0.0,
+                normalized: 0.0,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,104 @@
+//! Search: turning a source sentence into the most probable target sentence.
+//!
+//! Both searches are batched: many sentences are decoded together, and a sentence that
+//! finishes leaves the active batch (its rows are dropped from the encoder output and decoder
+//! state) without stopping the others. They talk to the model only through
+//! [`Seq2Seq::encode`], [`Seq2Seq::initial_state`] and [`Seq2Seq::step`].
+//!
+//! Length: a hypothesis may not end before `min_len` tokens, and at the bound
+//! [`DecodeConfig::max_output_len`] it must end: `</s>` is forced there (as fairseq does), so
+//! every output ends with `</s>` and its score is exactly the model's log-probability of the
+//! output, `</s>` included.
+pub mod beam;
+pub mod greedy;
+
+use tch::{Device, Tensor};
+
+use crate::batch::{pad, source_ids};
+use crate::config::DecodeConfig;
+use crate::model::{EncoderOutput, Seq2Seq};
+use crate::tokenizer::EOS_ID;
+
+pub use beam::beam_search;
+pub use greedy::greedy_search;
+
+/// One output sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Target subword ids, without `</s>`.
+    pub tokens: Vec<u32>,
+    /// Log-probability of `tokens` followed by `</s>` under the model.
+    pub score: f64,
+    /// `score` divided by the GNMT length penalty `((5 + len) / 6)^alpha`, `len` counting
+    /// `</s>`; beam search ranks by it.
+    pub normalized: f64,
+}
+
+/// GNMT length penalty (Wu et al. 2016).
+pub fn length_penalty(len: usize, alpha: f64) -> f64 {
+    ((5.0 + len as f64) / 6.0).powf(alpha)
+}
+
+/// Decodes `sources` (subword ids without `</s>`): `beam == 1` runs greedy search, otherwise
+/// beam search. Returns up to `n_best` hypotheses per source, best first.
+pub fn translate(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &DecodeConfig,
+    device: Device,
+) -> Vec<Vec<Hypothesis>> {
+    if sources.is_empty() {
+        return vec![];
+    }
+    tch::no_grad(|| {
+        if cfg.beam <= 1 {
+            greedy_search(model, sources, cfg, device)
+                .into_iter()
+                .map(|h| vec![h])
+                .collect()
+        } else {
+            beam_search(model, sources, cfg, device)
+        }
+    })
+}
+
+/// Encodes a batch of sources; returns the encoder output and each sentence's output bound.
+fn encode_sources(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &DecodeConfig,
+    device: Device,
+) -> (EncoderOutput, Vec<usize>) {
+    let rows: Vec<Vec<i64>> = sources.iter().map(|s| source_ids(s)).collect();
+    let lengths: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
+    let src = pad(&rows, device);
+    let enc = model.encode(&src, &lengths, false);
+    let bounds = sources
+        .iter()
+        .map(|s| cfg.max_output_len(s.len()))
+        .collect();
+    (enc, bounds)
+}
+
+/// Applies the length rules in place to `log_probs [rows, vocab]` at step `t` (0-based;
+/// a token chosen now is token number `t + 1`): `</s>` is banned while `t + 1 <= min_len`
+/// and is the only choice when `t + 1 == bound` of the row.
+fn apply_length_rules(log_probs: &mut Tensor, t: usize, min_len: usize, row_bounds: &[usize]) {
+    let eos = EOS_ID as i64;
+    if t < min_len {
+        let _ = log_probs.narrow(1, eos, 1).fill_(f64::NEG_INFINITY);
+    }
+    let forced: Vec<i64> = row_bounds
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| t + 1 >= b)
+        .map(|(i, _)| i as i64)
+        .collect();
+    if !forced.is_empty() {
+        let idx = Tensor::from_slice(&forced).to_device(log_probs.device());
+        let rows = log_probs.index_select(0, &idx);
+        let only_eos = rows.full_like(f64::NEG_INFINITY);
+        let _ = only_eos.narrow(1, eos, 1).copy_(&rows.narrow(1, eos, 1));
+        let _ = log_probs.index_copy_(0, &idx, &only_eos);
+    }
+}

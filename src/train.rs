@@ -1,0 +1,521 @@
+//! The training loop: teacher forcing, Adam, clipping, validation, checkpoints, budgets,
+//! resume.
+//!
+//! One update: re-seed libtorch's generator from `(seed, update)` (so dropout and scheduled
+//! sampling are a function of the run's seed and the update number, also across a resume),
+//! build the next batch of the epoch's seeded order, compute the token-level loss, backpropagate
+//! through time, clip the global gradient norm, take an Adam step.
+//!
+//! Every `valid_every` updates and at the end of every epoch: validation loss, perplexity and
+//! greedy BLEU; the best weights by BLEU go to `model.safetensors`; the learning rate decays
+//! after `lr_patience` validations without improvement, training stops after `patience`.
+//! The latest state (`last/`) is saved at every validation and whenever training stops.
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device};
+
+use crate::batch::{epoch_batches, eval_batches, Batch, Example};
+use crate::checkpoint::{
+    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE, WEIGHTS_FILE,
+};
+use crate::config::{parse_duration, Config, DecodeConfig};
+use crate::data::Prepared;
+use crate::error::{Error, Result};
+use crate::metrics::bleu;
+use crate::model::Seq2Seq;
+use crate::optim::{Adam, AdamConfig};
+use crate::search;
+
+/// Progress of a training run, saved as `last/trainer.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    /// Updates done.
+    pub step: u64,
+    /// Current epoch (0-based) and the next batch in it.
+    pub epoch: u64,
+    pub batch_in_epoch: usize,
+    pub lr: f64,
+    /// Best validation BLEU so far, whose weights are `model.safetensors`.
+    pub best_bleu: Option<f64>,
+    pub best_step: u64,
+    /// Best BLEU among the scheduled validations, which drive lr decay and early stopping
+    /// (the extra validation at the end of a run does not, so a run cut into pieces by
+    /// budgets and resumes follows the same schedule as one run).
+    pub schedule_best_bleu: Option<f64>,
+    /// Validations since the best one (early stopping) and since the last lr change.
+    pub bad_validations: usize,
+    pub lr_bad_validations: usize,
+    /// Set when early stopping ended training for good.
+    pub stopped_early: bool,
+    /// Target tokens and seconds spent in updates, over all runs.
+    pub tokens: u64,
+    pub train_seconds: f64,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    MaxSteps,
+    MaxEpochs,
+    MaxTime,
+    EarlyStopping,
+    Interrupted,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::MaxSteps => "reached --max-steps",
+            StopReason::MaxEpochs => "reached --max-epochs",
+            StopReason::MaxTime => "reached --max-time",
+            StopReason::EarlyStopping => "early stopping (validation BLEU stopped improving)",
+            StopReason::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// One validation.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation {
+    /// Per-token negative log-likelihood.
+    pub loss: f64,
+    pub ppl: f64,
+    pub bleu: f64,
+}
+
+/// The outcome of [`Trainer::run`].
+#[derive(Debug)]
+pub struct Outcome {
+    pub reason: StopReason,
+    pub state: TrainerState,
+    pub last_validation: Option<Validation>,
+}
+
+/// A training run over prepared data, writing to a model directory.
+pub struct Trainer<'a> {
+    pub config: Config,
+    pub model_dir: PathBuf,
+    pub device: Device,
+    pub vs: VarStore,
+    pub model: Seq2Seq,
+    pub opt: Adam,
+    pub state: TrainerState,
+    pub data: &'a Prepared,
+    /// Set from a signal handler to stop after the current update.
+    pub stop: &'a AtomicBool,
+    /// Write progress lines to stderr.
+    pub verbose: bool,
+}
+
+impl<'a> Trainer<'a> {
+    /// A new model (seeded initialization), or the state in `model_dir/last` when present.
+    pub fn new(
+        config: Config,
+        model_dir: &Path,
+        device: Device,
+        data: &'a Prepared,
+        stop: &'a AtomicBool,
+    ) -> Result<Self> {
+        config.model.validate()?;
+        config.train.validate()?;
+        tch::manual_seed(config.train.seed as i64);
+        let mut vs = VarStore::new(device);
+        let model = Seq2Seq::new(&vs.root(), &config.model);
+        let t = &config.train;
+        let mut opt = Adam::new(
+            &vs,
+            AdamConfig {
+                lr: t.lr,
+                beta1: t.adam_beta1,
+                beta2: t.adam_beta2,
+                eps: t.adam_eps,
+                weight_decay: t.weight_decay,
+            },
+        );
+        let mut state = TrainerState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            lr: t.lr,
+            best_bleu: None,
+            best_step: 0,
+            schedule_best_bleu: None,
+            bad_validations: 0,
+            lr_bad_validations: 0,
+            stopped_early: false,
+            tokens: 0,
+            train_seconds: 0.0,
+        };
+        if let Some(last) = checkpoint::last_dir(model_dir) {
+            let trainer_file = last.join(TRAINER_FILE);
+            let text =
+                std::fs::read_to_string(&trainer_file).map_err(|e| Error::io(&trainer_file, e))?;
+            state = serde_json::from_str(&text)
+                .map_err(|e| Error::ModelDir(format!("{}: {e}", trainer_file.display())))?;
+            checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
+            opt.load(&last.join(OPTIMIZER_FILE))?;
+            opt.steps = state.step;
+        }
+        opt.config.lr = state.lr;
+        Ok(Trainer {
+            config,
+            model_dir: model_dir.to_path_buf(),
+            device,
+            vs,
+            model,
+            opt,
+            state,
+            data,
+            stop,
+            verbose: true,
+        })
+    }
+
+    fn log(&self, msg: &str) {
+        if self.verbose {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// Trains until a budget, early stopping, or the stop flag ends the run.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let t = self.config.train.clone();
+        let max_time = t.max_time.as_deref().map(parse_duration).transpose()?;
+        let started = Instant::now();
+        let examples = &self.data.train;
+        if self.state.stopped_early {
+            return Ok(Outcome {
+                reason: StopReason::EarlyStopping,
+                state: self.state.clone(),
+                last_validation: None,
+            });
+        }
+        let per_epoch = epoch_batches(examples, t.batch_tokens, t.seed, 0).len() as u64;
+        let total = t.max_steps.or(t.max_epochs.map(|e| e * per_epoch));
+        let bar = self.progress_bar(total);
+        let mut last_validation = None;
+        let mut validated_at = None;
+        let mut window = (0.0f64, 0usize, Instant::now(), 0usize); // loss sum, tokens, since, updates
+        let reason = 'outer: loop {
+            if t.max_epochs.is_some_and(|m| self.state.epoch >= m) {
+                break StopReason::MaxEpochs;
+            }
+            let batches = epoch_batches(examples, t.batch_tokens, t.seed, self.state.epoch);
+            while self.state.batch_in_epoch < batches.len() {
+                if t.max_steps.is_some_and(|m| self.state.step >= m) {
+                    break 'outer StopReason::MaxSteps;
+                }
+                if max_time.is_some_and(|m| started.elapsed() >= m) {
+                    break 'outer StopReason::MaxTime;
+                }
+                if self.stop.load(Ordering::SeqCst) {
+                    break 'outer StopReason::Interrupted;
+                }
+                let idx = &batches[self.state.batch_in_epoch];
+                let (loss, tokens, secs) = self.update(idx)?;
+                window.0 += loss * tokens as f64;
+                window.1 += tokens;
+                window.3 += 1;
+                self.state.tokens += tokens as u64;
+                self.state.train_seconds += secs;
+                self.state.batch_in_epoch += 1;
+                self.state.step += 1;
+                if let Some(bar) = &bar {
+                    bar.set_position(self.state.step);
+                    bar.set_message(format!(
+                        "loss {loss:.3} | {:.0} tok/s",
+                        window.1 as f64 / window.2.elapsed().as_secs_f64()
+                    ));
+                } else if self.state.step % t.log_every as u64 == 0 {
+                    self.log(&format!(
+                        "step {} | epoch {} | loss {:.4} | {:.0} tgt tok/s | lr {:.2e} | {:.0}s",
+                        self.state.step,
+                        self.state.epoch + 1,
+                        window.0 / window.1.max(1) as f64,
+                        window.1 as f64 / window.2.elapsed().as_secs_f64(),
+                        self.state.lr,
+                        started.elapsed().as_secs_f64()
+                    ));
+                    window = (0.0, 0, Instant::now(), 0);
+                }
+                if self.state.step % t.valid_every as u64 == 0 {
+                    let v = self.validate_and_save(true, bar.as_ref())?;
+                    last_validation = Some(v);
+                    validated_at = Some(self.state.step);
+                    if self.state.stopped_early {
+                        break 'outer StopReason::EarlyStopping;
+                    }
+                }
+            }
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+            if validated_at != Some(self.state.step) {
+                let v = self.validate_and_save(true, bar.as_ref())?;
+                last_validation = Some(v);
+                validated_at = Some(self.state.step);
+                if self.state.stopped_early {
+                    break StopReason::EarlyStopping;
+                }
+            }
+        };
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        // A final look that does not touch the schedule, so a run cut into pieces behaves
+        // like one run; it also guarantees a model.safetensors exists.
+        if validated_at != Some(self.state.step) || !self.model_dir.join(MODEL_FILE).exists() {
+            last_validation = Some(self.validate_and_save(false, None)?);
+        } else {
+            self.save_last()?;
+        }
+        Ok(Outcome {
+            reason,
+            state: self.state.clone(),
+            last_validation,
+        })
+    }
+
+    fn progress_bar(&self, total: Option<u64>) -> Option<indicatif::ProgressBar> {
+        if !self.verbose || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {msg} | {elapsed_precise} ETA {eta}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        bar.set_position(self.state.step);
+        Some(bar)
+    }
+
+    /// One update on the examples `idx`. Returns (per-token loss, target tokens, seconds).
+    fn update(&mut self, idx: &[usize]) -> Result<(f64, usize, f64)> {
+        let start = Instant::now();
+        let t = &self.config.train;
+        tch::manual_seed(seed_for_step(t.seed, self.state.step));
+        let examples: Vec<&Example> = idx.iter().map(|&i| &self.data.train[i]).collect();
+        let batch = Batch::new(&examples, self.device);
+        let out = self
+            .model
+            .loss(&batch, true, t.teacher_forcing, t.label_smoothing);
+        let tokens = out.tokens.max(1);
+        let loss = out.loss / tokens as f64;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step: self.state.step + 1,
+                loss: value,
+            });
+        }
+        self.opt.zero_grad();
+        loss.backward();
+        let norm = self.opt.clip_grad_norm(t.clip_norm);
+        if !norm.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step: self.state.step + 1,
+                loss: norm,
+            });
+        }
+        self.opt.step();
+        Ok((value, tokens as usize, start.elapsed().as_secs_f64()))
+    }
+
+    /// Validation loss, perplexity and greedy BLEU on the validation set.
+    pub fn validate(&self) -> Result<Validation> {
+        validate(&self.model, self.data, &self.config, self.device)
+    }
+
+    /// Validates; with `schedule`, updates best/patience/lr; saves `last/` and, when BLEU
+    /// improved, `model.safetensors`; appends to `metrics.csv`.
+    fn validate_and_save(
+        &mut self,
+        schedule: bool,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<Validation> {
+        let v = self.validate()?;
+        let improved = self.state.best_bleu.is_none_or(|b| v.bleu > b);
+        if improved {
+            self.state.best_bleu = Some(v.bleu);
+            self.state.best_step = self.state.step;
+            checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
+        }
+        let t = &self.config.train;
+        if schedule {
+            if self.state.schedule_best_bleu.is_none_or(|b| v.bleu > b) {
+                self.state.schedule_best_bleu = Some(v.bleu);
+                self.state.bad_validations = 0;
+                self.state.lr_bad_validations = 0;
+            } else {
+                self.state.bad_validations += 1;
+                self.state.lr_bad_validations += 1;
+                if self.state.lr_bad_validations >= t.lr_patience.max(1) && self.state.lr > t.min_lr
+                {
+                    self.state.lr = (self.state.lr * t.lr_decay).max(t.min_lr);
+                    self.opt.config.lr = self.state.lr;
+                    self.state.lr_bad_validations = 0;
+                }
+                if t.patience > 0 && self.state.bad_validations >= t.patience {
+                    self.state.stopped_early = true;
+                }
+            }
+        }
+        self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
+        self.save_last()?;
+        let line = format!(
+            "validation at step {} (epoch {}): loss {:.4} | ppl {:.2} | BLEU {:.2}{} | lr {:.2e}",
+            self.state.step,
+            self.state.epoch + 1,
+            v.loss,
+            v.ppl,
+            v.bleu,
+            if improved { " (best, saved)" } else { "" },
+            self.state.lr
+        );
+        match bar {
+            Some(bar) => bar.println(line),
+            None => self.log(&line),
+        }
+        Ok(v)
+    }
+
+    /// Writes weights, optimizer moments and trainer state to `last/`.
+    pub fn save_last(&self) -> Result<()> {
+        checkpoint::replace_last(&self.model_dir, |dir| {
+            checkpoint::save_weights(&self.vs, &dir.join(WEIGHTS_FILE))?;
+            self.opt.save(&dir.join(OPTIMIZER_FILE))?;
+            let json = serde_json::to_string_pretty(&self.state)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            checkpoint::write_atomic(&dir.join(TRAINER_FILE), json.as_bytes())
+        })
+    }
+
+    fn append_metrics(&self, v: &Validation, kind: &str) -> Result<()> {
+        let path = self.model_dir.join(METRICS_FILE);
+        let new = !path.exists();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(file);
+        let csv_err = |e: csv::Error| Error::Input(format!("{}: {e}", path.display()));
+        if new {
+            w.write_record([
+                "step",
+                "epoch",
+                "kind",
+                "valid_loss",
+                "valid_ppl",
+                "valid_bleu",
+                "lr",
+                "tgt_tokens_per_s",
+                "train_seconds",
+            ])
+            .map_err(csv_err)?;
+        }
+        let s = &self.state;
+        w.write_record([
+            s.step.to_string(),
+            (s.epoch + 1).to_string(),
+            kind.to_string(),
+            format!("{:.5}", v.loss),
+            format!("{:.3}", v.ppl),
+            format!("{:.2}", v.bleu),
+            format!("{:e}", s.lr),
+            format!("{:.1}", s.tokens as f64 / s.train_seconds.max(1e-9)),
+            format!("{:.1}", s.train_seconds),
+        ])
+        .map_err(csv_err)?;
+        w.flush().map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// The libtorch seed of update `step`: dropout and scheduled sampling depend on nothing else.
+pub fn seed_for_step(seed: u64, step: u64) -> i64 {
+    let mut r = crate::rng::Rng::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (r.next_u64() >> 1) as i64
+}
+
+/// Validation loss, perplexity and greedy BLEU of `model` on `data.valid`.
+pub fn validate(
+    model: &Seq2Seq,
+    data: &Prepared,
+    config: &Config,
+    device: Device,
+) -> Result<Validation> {
+    let t = &config.train;
+    let (mut nll, mut tokens) = (0.0, 0i64);
+    tch::no_grad(|| {
+        for idx in eval_batches(&data.valid, t.batch_tokens) {
+            let ex: Vec<&Example> = idx.iter().map(|&i| &data.valid[i]).collect();
+            let out = model.loss(&Batch::new(&ex, device), false, 1.0, 0.0);
+            nll += out.nll.double_value(&[]);
+            tokens += out.tokens;
+        }
+    });
+    let loss = nll / tokens.max(1) as f64;
+    let n = t
+        .valid_bleu_sentences
+        .unwrap_or(data.valid.len())
+        .min(data.valid.len());
+    let decode = DecodeConfig {
+        beam: 1,
+        ..DecodeConfig::default()
+    };
+    let hyps = translate_examples(
+        model,
+        &data.valid[..n],
+        &decode,
+        data.tokenizers.tgt(),
+        device,
+    )?;
+    let refs = &data.valid_refs[..n];
+    let bleu = bleu::corpus_score(&hyps, &[refs.to_vec()])?;
+    Ok(Validation {
+        loss,
+        ppl: loss.exp(),
+        bleu,
+    })
+}
+
+/// Decodes the sources of `examples` to text, in order, in length-sorted batches.
+pub fn translate_examples(
+    model: &Seq2Seq,
+    examples: &[Example],
+    decode: &DecodeConfig,
+    tgt: &crate::tokenizer::SubwordTokenizer,
+    device: Device,
+) -> Result<Vec<String>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].src.len());
+    let mut out = vec![String::new(); examples.len()];
+    for chunk in order.chunks(64) {
+        let sources: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].src.clone()).collect();
+        let hyps = search::translate(model, &sources, decode, device);
+        for (&i, h) in chunk.iter().zip(hyps) {
+            out[i] = match h.first() {
+                Some(h) => tgt.decode(&h.tokens)?,
+                None => String::new(),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// `Duration` to `1h02m03s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}

@@ -1,0 +1,245 @@
+//! Translation of text lines with a trained model directory, and the line-faithful streaming
+//! loop behind `rnmt-translate`.
+//!
+//! Streaming: a reader thread reads input lines into a bounded queue; the translating loop
+//! blocks for one line, then takes whatever else is already queued (up to the batch size) and
+//! translates those together. Lines typed one at a time are each translated and flushed at
+//! once; lines piped in fast are batched. The queue bounds memory on endless input. Exactly
+//! one output line per input line, in order (with `n_best > 1`, exactly `n_best` lines).
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tch::Device;
+
+use crate::checkpoint::{load_model_dir, LoadedModel};
+use crate::config::DecodeConfig;
+use crate::corpus::normalize;
+use crate::error::{Error, Result};
+use crate::search::{self, Hypothesis};
+
+/// A loaded model ready to translate.
+#[derive(Debug)]
+pub struct Translator {
+    pub loaded: LoadedModel,
+    pub decode: DecodeConfig,
+    pub device: Device,
+    /// Source lines longer than this (in subword tokens) are truncated with a warning.
+    pub max_input_tokens: usize,
+}
+
+/// A translated line.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// `(text, log-probability)` best first; empty for an empty input line.
+    pub hypotheses: Vec<(String, f64)>,
+    /// Set when the source was cut to `max_input_tokens` (the original length).
+    pub truncated_from: Option<usize>,
+    /// Subword tokens of the best hypothesis (without `</s>`).
+    pub tokens: usize,
+}
+
+impl Translator {
+    /// Loads `model_dir` (config, tokenizers, best weights) onto `device`.
+    pub fn load(model_dir: &Path, device: Device, decode: DecodeConfig) -> Result<Self> {
+        decode.validate()?;
+        let loaded = load_model_dir(model_dir, device)?;
+        Ok(Translator {
+            loaded,
+            decode,
+            device,
+            max_input_tokens: 250,
+        })
+    }
+
+    /// Translates a batch of lines (normalized as in training; empty lines stay empty).
+    pub fn translate(&self, lines: &[&str]) -> Result<Vec<Translation>> {
+        let norm = self.loaded.config.data.normalization;
+        let mut out: Vec<Translation> = lines
+            .iter()
+            .map(|_| Translation {
+                hypotheses: vec![],
+                truncated_from: None,
+                tokens: 0,
+            })
+            .collect();
+        let mut sources = Vec::new();
+        let mut rows = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let text = normalize(line, norm);
+            if text.trim().is_empty() {
+                continue;
+            }
+            let mut ids = self.loaded.tokenizers.src().encode(&text)?;
+            if ids.len() > self.max_input_tokens {
+                out[i].truncated_from = Some(ids.len());
+                ids.truncate(self.max_input_tokens);
+            }
+            sources.push(ids);
+            rows.push(i);
+        }
+        let hyps = search::translate(&self.loaded.model, &sources, &self.decode, self.device);
+        for (i, hs) in rows.into_iter().zip(hyps) {
+            out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
+            out[i].hypotheses = hs
+                .into_iter()
+                .map(|Hypothesis { tokens, score, .. }| {
+                    Ok((self.loaded.tokenizers.tgt().decode(&tokens)?, score))
+                })
+                .collect::<Result<_>>()?;
+        }
+        Ok(out)
+    }
+}
+
+/// Options of the streaming loop.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Most lines translated together.
+    pub batch_size: usize,
+    /// Replace invalid UTF-8 with U+FFFD (with a warning) instead of stopping.
+    pub lossy_utf8: bool,
+    /// Print `index<TAB>score<TAB>translation` for the `decode.n_best` best.
+    pub n_best: bool,
+    /// Print `score<TAB>translation` for 1-best output.
+    pub scores: bool,
+}
+
+/// Counts from a streaming run.
+#[derive(Debug, Default, Clone)]
+pub struct StreamStats {
+    pub lines: usize,
+    /// Subword tokens of the 1-best outputs.
+    pub tgt_tokens: usize,
+    pub first_output: Option<Duration>,
+    pub warnings: usize,
+}
+
+enum Item {
+    Line(usize, Vec<u8>),
+    Failed(usize, std::io::Error),
+}
+
+/// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
+/// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
+/// unless `lossy_utf8`; the lines before it are translated and written first.
+pub fn stream<R: BufRead + Send + 'static, W: Write>(
+    t: &Translator,
+    mut input: R,
+    input_name: &str,
+    out: &mut W,
+    opts: &StreamOptions,
+) -> Result<StreamStats> {
+    let start = Instant::now();
+    let batch_size = opts.batch_size.max(1);
+    let (tx, rx) = mpsc::sync_channel::<Item>(4 * batch_size);
+    std::thread::spawn(move || {
+        let mut no = 0;
+        loop {
+            let mut buf = Vec::new();
+            no += 1;
+            match input.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    if tx.send(Item::Line(no, buf)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Item::Failed(no, e));
+                    break;
+                }
+            }
+        }
+    });
+    let mut stats = StreamStats::default();
+    let out_err = |e: std::io::Error| Error::io(Path::new("<output>"), e);
+    let mut pending_error = None;
+    while let Ok(first) = rx.recv() {
+        let mut items = vec![first];
+        while items.len() < batch_size {
+            match rx.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut lines: Vec<(usize, String)> = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Line(no, bytes) => match String::from_utf8(bytes) {
+                    Ok(s) => lines.push((no, s)),
+                    Err(e) if opts.lossy_utf8 => {
+                        eprintln!("warning: {input_name}:{no}: invalid UTF-8 replaced with U+FFFD");
+                        stats.warnings += 1;
+                        lines.push((no, String::from_utf8_lossy(e.as_bytes()).into_owned()));
+                    }
+                    Err(e) => {
+                        pending_error = Some(Error::Input(format!(
+                            "{input_name}:{no}: invalid UTF-8 ({}); use --lossy-utf8 to replace it",
+                            e.utf8_error()
+                        )));
+                        break;
+                    }
+                },
+                Item::Failed(no, e) => {
+                    pending_error =
+                        Some(Error::Input(format!("{input_name}:{no}: read error: {e}")));
+                    break;
+                }
+            }
+        }
+        let texts: Vec<&str> = lines.iter().map(|(_, s)| s.as_str()).collect();
+        let translations = t.translate(&texts)?;
+        for ((no, _), tr) in lines.iter().zip(&translations) {
+            if let Some(n) = tr.truncated_from {
+                eprintln!(
+                    "warning: {input_name}:{no}: {n} subword tokens, truncated to the first {}",
+                    t.max_input_tokens
+                );
+                stats.warnings += 1;
+            }
+            write_translation(out, stats.lines, tr, opts, t.decode.n_best).map_err(out_err)?;
+            stats.lines += 1;
+            stats.tgt_tokens += tr.tokens;
+        }
+        out.flush().map_err(out_err)?;
+        if stats.first_output.is_none() && stats.lines > 0 {
+            stats.first_output = Some(start.elapsed());
+        }
+        if let Some(e) = pending_error {
+            return Err(e);
+        }
+    }
+    Ok(stats)
+}
+
+fn write_translation<W: Write>(
+    out: &mut W,
+    index: usize,
+    tr: &Translation,
+    opts: &StreamOptions,
+    n_best: usize,
+) -> std::io::Result<()> {
+    if opts.n_best {
+        if tr.hypotheses.is_empty() {
+            return writeln!(out, "{index}\t{:.4}\t", 0.0);
+        }
+        for (text, score) in tr.hypotheses.iter().take(n_best) {
+            writeln!(out, "{index}\t{score:.4}\t{text}")?;
+        }
+        return Ok(());
+    }
+    match tr.hypotheses.first() {
+        Some((text, score)) if opts.scores => writeln!(out, "{score:.4}\t{text}"),
+        Some((text, _)) => writeln!(out, "{text}"),
+        None if opts.scores => writeln!(out, "{:.4}\t", 0.0),
+        None => writeln!(out),
+    }
+}

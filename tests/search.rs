@@ -1,0 +1,217 @@
+//! Search invariants on a tiny model trained inside the test:
+//! beam 1 == greedy; results independent of batch composition and size; reported scores equal
+//! the model's log-probability of the output; length bounds hold.
+use rnmt::batch::{Batch, Example};
+use rnmt::config::{DecodeConfig, ModelConfig};
+use rnmt::model::Seq2Seq;
+use rnmt::optim::{Adam, AdamConfig};
+use rnmt::search::{self, Hypothesis};
+use tch::{nn::VarStore, Device};
+
+struct Fixture {
+    model: Seq2Seq,
+    _vs: VarStore,
+    sources: Vec<Vec<u32>>,
+}
+
+fn examples(n: usize, seed: u64) -> Vec<Example> {
+    let mut rng = rnmt::rng::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 2 + rng.below(8) as usize;
+            let src: Vec<u32> = (0..len).map(|_| 4 + rng.below(26) as u32).collect();
+            // A learnable mapping: reversed and shifted, so lengths vary with the source.
+            let tgt = src.iter().rev().map(|&x| 4 + (x - 4 + 3) % 26).collect();
+            Example { src, tgt }
+        })
+        .collect()
+}
+
+/// A model trained for a moment on a learnable toy task (built per test: a second each).
+fn fixture() -> Fixture {
+    {
+        // Tiny tensors: one thread avoids oversubscribing the cores when tests run in parallel.
+        tch::set_num_threads(1);
+        tch::manual_seed(11);
+        let mut cfg = ModelConfig {
+            src_vocab: 30,
+            tgt_vocab: 30,
+            emb_size: 16,
+            ..ModelConfig::default()
+        };
+        cfg.encoder.hidden = 16;
+        cfg.decoder.hidden = 32;
+        let vs = VarStore::new(Device::Cpu);
+        let model = Seq2Seq::new(&vs.root(), &cfg);
+        let mut opt = Adam::new(
+            &vs,
+            AdamConfig {
+                lr: 5e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+        );
+        let train = examples(64, 1);
+        let refs: Vec<&Example> = train.iter().collect();
+        let batch = Batch::new(&refs, Device::Cpu);
+        for _ in 0..60 {
+            let out = model.loss(&batch, true, 1.0, 0.0);
+            let loss = out.loss / out.tokens as f64;
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(1.0);
+            opt.step();
+        }
+        let sources = examples(24, 2).into_iter().map(|e| e.src).collect();
+        Fixture {
+            model,
+            _vs: vs,
+            sources,
+        }
+    }
+}
+
+fn decode(beam: usize) -> DecodeConfig {
+    DecodeConfig {
+        beam,
+        n_best: 1,
+        ..DecodeConfig::default()
+    }
+}
+
+fn best(h: &[Vec<Hypothesis>]) -> Vec<Hypothesis> {
+    h.iter().map(|v| v[0].clone()).collect()
+}
+
+#[test]
+fn beam_of_one_is_greedy() {
+    let f = &fixture();
+    let greedy =
+        tch::no_grad(|| search::greedy_search(&f.model, &f.sources, &decode(1), Device::Cpu));
+    let beam1 = tch::no_grad(|| search::beam_search(&f.model, &f.sources, &decode(1), Device::Cpu));
+    let beam1 = best(&beam1);
+    for (i, (g, b)) in greedy.iter().zip(&beam1).enumerate() {
+        assert_eq!(g.tokens, b.tokens, "sentence {i}");
+        assert_eq!(g.score, b.score, "sentence {i}: scores differ");
+    }
+    // And the model learned something: outputs vary in length and are not all empty.
+    let lens: std::collections::BTreeSet<usize> = greedy.iter().map(|h| h.tokens.len()).collect();
+    assert!(lens.len() > 2, "lengths {lens:?}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_batch() {
+    let f = &fixture();
+    for beam in [1, 4] {
+        let cfg = decode(beam);
+        let together = best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu));
+        // Alone, in batches of 5, and in reverse order.
+        for (i, s) in f.sources.iter().enumerate() {
+            let alone = best(&search::translate(
+                &f.model,
+                std::slice::from_ref(s),
+                &cfg,
+                Device::Cpu,
+            ));
+            assert_eq!(
+                alone[0].tokens, together[i].tokens,
+                "beam {beam}, sentence {i} alone"
+            );
+            assert!(
+                (alone[0].score - together[i].score).abs() < 1e-4,
+                "beam {beam}, sentence {i}"
+            );
+        }
+        for (c, chunk) in f.sources.chunks(5).enumerate() {
+            let part = best(&search::translate(&f.model, chunk, &cfg, Device::Cpu));
+            for (j, h) in part.iter().enumerate() {
+                assert_eq!(
+                    h.tokens,
+                    together[c * 5 + j].tokens,
+                    "beam {beam}, batch of 5"
+                );
+            }
+        }
+        let reversed: Vec<Vec<u32>> = f.sources.iter().rev().cloned().collect();
+        let rev = best(&search::translate(&f.model, &reversed, &cfg, Device::Cpu));
+        for (j, h) in rev.iter().enumerate() {
+            assert_eq!(
+                h.tokens,
+                together[f.sources.len() - 1 - j].tokens,
+                "beam {beam}, reversed"
+            );
+        }
+    }
+}
+
+#[test]
+fn scores_are_the_model_log_probability() {
+    let f = &fixture();
+    for beam in [1, 3] {
+        let cfg = DecodeConfig {
+            beam,
+            n_best: beam,
+            ..DecodeConfig::default()
+        };
+        let hyps = search::translate(&f.model, &f.sources, &cfg, Device::Cpu);
+        let mut pairs = Vec::new();
+        let mut reported = Vec::new();
+        for (s, hs) in f.sources.iter().zip(&hyps) {
+            assert!(!hs.is_empty() && hs.len() <= cfg.n_best);
+            for w in hs.windows(2) {
+                assert!(w[0].normalized >= w[1].normalized, "n-best not sorted");
+            }
+            for h in hs {
+                pairs.push(Example {
+                    src: s.clone(),
+                    tgt: h.tokens.clone(),
+                });
+                reported.push(h.score);
+            }
+        }
+        let refs: Vec<&Example> = pairs.iter().collect();
+        let rescored: Vec<f32> = Vec::try_from(tch::no_grad(|| {
+            f.model.score(&Batch::new(&refs, Device::Cpu))
+        }))
+        .unwrap();
+        for (i, (r, s)) in reported.iter().zip(&rescored).enumerate() {
+            assert!(
+                (r - *s as f64).abs() < 1e-4,
+                "beam {beam}, hyp {i}: reported {r}, rescored {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn length_bounds_hold() {
+    let f = &fixture();
+    let cfg = DecodeConfig {
+        beam: 3,
+        max_len_ratio: 0.0,
+        max_len_offset: 2,
+        ..DecodeConfig::default()
+    };
+    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+        // At most 2 tokens counting </s>: at most 1 word.
+        assert!(h.tokens.len() <= 1, "{:?}", h.tokens);
+    }
+    let cfg = DecodeConfig {
+        beam: 3,
+        min_len: 12,
+        ..DecodeConfig::default()
+    };
+    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+        assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
+    }
+    let cfg = DecodeConfig {
+        beam: 1,
+        min_len: 12,
+        ..DecodeConfig::default()
+    };
+    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+        assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
+    }
+}

@@ -1,0 +1,324 @@
+//! rnmt-train end to end on a tiny corpus: the model directory, exact resume, seeds, budgets,
+//! early stopping, Ctrl-C, divergence, metrics.csv, config checks.
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn weights(dir: &Path) -> std::path::PathBuf {
+    dir.join("last").join("weights.safetensors")
+}
+
+fn trainer_state(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("last").join("trainer.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn writes_a_self_describing_model_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    let out = train(
+        tmp.path(),
+        &model,
+        &["--max-steps", "4", "--set", "train.valid_every=2"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "metrics.csv",
+        "last/weights.safetensors",
+        "last/optimizer.safetensors",
+        "last/trainer.json",
+    ] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    // The resolved config has the vocabulary sizes and the overrides.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["valid_every"], 2);
+    assert_eq!(config["model"]["encoder"]["hidden"], 16);
+    assert!(config["model"]["src_vocab"].as_u64().unwrap() > 260);
+    // metrics.csv: a header and one row per validation (steps 2 and 4).
+    let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = metrics.lines().collect();
+    assert!(
+        rows[0].starts_with("step,epoch,kind,valid_loss,valid_ppl,valid_bleu"),
+        "{metrics}"
+    );
+    let steps: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["2", "4"], "{metrics}");
+    let ppl: f64 = rows[1].split(',').nth(4).unwrap().parse().unwrap();
+    assert!(ppl > 1.0 && ppl.is_finite());
+    let err = stderr(&out);
+    assert!(err.contains("reached --max-steps"), "{err}");
+    assert!(err.contains("validation at step 2"), "{err}");
+    assert_eq!(trainer_state(&model)["step"], 4);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&model)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains("tmp")
+                || e.file_name().to_string_lossy().ends_with(".new")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// 2N updates in one run and N + N across a resume give the same weights and optimizer state.
+#[test]
+fn resume_continues_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    // Validation inside the run exercises the schedule state too.
+    let set = ["--set", "train.valid_every=5"];
+    let a = train(
+        tmp.path(),
+        &one,
+        &[&["--max-steps", "12"][..], &set].concat(),
+    );
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b1 = train(
+        tmp.path(),
+        &two,
+        &[&["--max-steps", "6"][..], &set].concat(),
+    );
+    assert!(b1.status.success(), "{}", stderr(&b1));
+    assert_eq!(trainer_state(&two)["step"], 6);
+    let b2 = train(
+        tmp.path(),
+        &two,
+        &[&["--max-steps", "12"][..], &set].concat(),
+    );
+    assert!(b2.status.success(), "{}", stderr(&b2));
+    assert!(
+        stderr(&b2).contains("resuming at step 6"),
+        "{}",
+        stderr(&b2)
+    );
+    assert!(
+        same_tensors(&weights(&one), &weights(&two)),
+        "weights differ after resume"
+    );
+    assert!(same_tensors(
+        &one.join("last/optimizer.safetensors"),
+        &two.join("last/optimizer.safetensors")
+    ));
+    let (sa, sb) = (trainer_state(&one), trainer_state(&two));
+    for k in [
+        "step",
+        "epoch",
+        "batch_in_epoch",
+        "lr",
+        "schedule_best_bleu",
+        "bad_validations",
+    ] {
+        assert_eq!(sa[k], sb[k], "{k}");
+    }
+    // Without the resume the second half would start again from scratch: check that the first
+    // half alone differs (the test could not fail otherwise).
+    let c = train(
+        tmp.path(),
+        &tmp.path().join("three"),
+        &[&["--max-steps", "6"][..], &set].concat(),
+    );
+    assert!(c.status.success());
+    assert!(!same_tensors(
+        &weights(&one),
+        &weights(&tmp.path().join("three"))
+    ));
+}
+
+#[test]
+fn same_seed_same_model_other_seed_other_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: &str| {
+        let d = tmp.path().join(name);
+        let o = train(tmp.path(), &d, &["--max-steps", "3", "--seed", seed]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        weights(&d)
+    };
+    let (a, b, c) = (run("a", "1"), run("b", "1"), run("c", "2"));
+    assert!(same_tensors(&a, &b), "same seed, different weights");
+    assert!(!same_tensors(&a, &c), "different seeds, same weights");
+}
+
+#[test]
+fn budgets_end_training_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("epochs");
+    let o = train(tmp.path(), &m, &["--max-epochs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reached --max-epochs"),
+        "{}",
+        stderr(&o)
+    );
+    let s = trainer_state(&m);
+    assert_eq!(s["epoch"], 1);
+    assert_eq!(s["batch_in_epoch"], 0);
+    // An epoch end validates: one scheduled row in metrics.csv.
+    let metrics = std::fs::read_to_string(m.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains(",valid,")).count(),
+        1,
+        "{metrics}"
+    );
+
+    let m = tmp.path().join("time");
+    let start = Instant::now();
+    let o = train(
+        tmp.path(),
+        &m,
+        &["--max-time", "2s", "--max-steps", "100000"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reached --max-time"), "{}", stderr(&o));
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(trainer_state(&m)["step"].as_u64().unwrap() > 0);
+    assert!(m.join("model.safetensors").exists());
+}
+
+#[test]
+fn early_stopping_when_bleu_stops_improving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    // A learning rate too small to change anything: BLEU stays put.
+    let o = train(
+        tmp.path(),
+        &m,
+        &[
+            "--max-steps",
+            "1000",
+            "--set",
+            "train.lr=1e-12",
+            "--set",
+            "train.valid_every=2",
+            "--set",
+            "train.patience=2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("early stopping"), "{}", stderr(&o));
+    // First validation sets the best, two more without improvement stop it.
+    assert_eq!(trainer_state(&m)["step"], 6);
+    assert_eq!(trainer_state(&m)["stopped_early"], true);
+}
+
+#[test]
+fn divergence_stops_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    // An absurd learning rate blows the weights up after one update.
+    let o = train(
+        tmp.path(),
+        &m,
+        &["--max-steps", "50", "--set", "train.lr=1e38"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("training diverged"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !m.join("model.safetensors").exists(),
+        "a diverged model must not become the best"
+    );
+}
+
+#[test]
+fn ctrl_c_saves_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    let (train_f, valid_f) = tiny_corpus(tmp.path());
+    let config = tiny_config(tmp.path());
+    let mut child = bin("rnmt-train")
+        .args([
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--max-steps",
+            "1000000",
+        ])
+        .arg("--train")
+        .arg(&train_f)
+        .arg("--valid")
+        .arg(&valid_f)
+        .arg("--config")
+        .arg(&config)
+        .arg("--model-dir")
+        .arg(&m)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for training to be under way, then interrupt.
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.starts_with("step 3 ") {
+            break;
+        }
+        line.clear();
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert!(trainer_state(&m)["step"].as_u64().unwrap() >= 3);
+    assert!(m.join("model.safetensors").exists());
+}
+
+#[test]
+fn bad_config_and_mismatched_resume_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    let o = train(tmp.path(), &m, &["--set", "train.nope=3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown config key 'train.nope'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = train(
+        tmp.path(),
+        &m,
+        &["--set", "model.decoder.attention=sideways"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+
+    let o = train(tmp.path(), &m, &["--max-steps", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(
+        tmp.path(),
+        &m,
+        &["--max-steps", "2", "--set", "model.encoder.hidden=8"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("different model/data config"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,311 @@
+//! rnmt-translate end to end with a tiny model trained once for this test binary.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+
+use common::*;
+
+/// A tiny model directory, trained once (a few seconds) and shared by the tests here.
+fn model() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("translate-cli");
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let model = base.join("model");
+        let o = train(
+            &base,
+            &model,
+            &["--max-steps", "60", "--set", "train.lr=0.005"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        model
+    })
+}
+
+fn translate(args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin("rnmt-translate")
+        .arg("--model")
+        .arg(model())
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+const LINES: &str = "Click the Save button.\n\nChoose Format - Cells.\nThe Navigator window.\n";
+
+#[test]
+fn one_output_line_per_input_line_in_order() {
+    let o = translate(&["--beam", "3"], LINES.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.split_terminator('\n').collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    assert_eq!(
+        lines[1], "",
+        "an empty input line gives an empty output line"
+    );
+    assert!(
+        lines.iter().filter(|l| !l.is_empty()).count() >= 2,
+        "{out:?}"
+    );
+    // Detokenized text, never byte-level subword pieces.
+    assert!(!out.contains('Ġ') && !out.contains("</s>"), "{out:?}");
+    // Each line is translated on its own: reordering the input reorders the output.
+    let reversed: String = LINES.lines().rev().map(|l| format!("{l}\n")).collect();
+    let o2 = translate(&["--beam", "3"], reversed.as_bytes());
+    let mut back: Vec<&str> = std::str::from_utf8(&o2.stdout)
+        .unwrap()
+        .split_terminator('\n')
+        .collect();
+    back.reverse();
+    assert_eq!(back, lines);
+    // No trailing newline on the last input line still gives its line.
+    let o3 = translate(&["--beam", "3"], b"Click the Save button.");
+    assert_eq!(stdout(&o3), format!("{}\n", lines[0]));
+}
+
+#[test]
+fn batch_size_does_not_change_translations() {
+    let input: String = head("lohelp.en-fr.test.tsv", 30)
+        .lines()
+        .map(|l| format!("{}\n", l.split('\t').next().unwrap()))
+        .collect();
+    let a = translate(&["--batch-size", "1"], input.as_bytes());
+    let b = translate(&["--batch-size", "64"], input.as_bytes());
+    let c = translate(&["--batch-size", "7", "--scores"], input.as_bytes());
+    assert!(a.status.success() && b.status.success(), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+    let without_scores: String = stdout(&c)
+        .lines()
+        .map(|l| format!("{}\n", l.split_once('\t').unwrap().1))
+        .collect();
+    assert_eq!(without_scores, stdout(&a));
+}
+
+#[test]
+fn streams_line_by_line() {
+    let mut child = bin("rnmt-translate")
+        .arg("--model")
+        .arg(model())
+        .args(["--device", "cpu", "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for line in ["Click the Save button.", "", "Choose Format - Cells."] {
+        // The input stays open: the answer must come before end of input.
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        out.read_line(&mut answer).unwrap();
+        assert!(answer.ends_with('\n'), "no full line for {line:?}");
+        got.push(answer);
+    }
+    assert_eq!(got[1], "\n");
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn n_best_lists_and_scores() {
+    let o = translate(
+        &["--beam", "4", "--n-best", "3"],
+        b"Click the Save button.\nThe Navigator window.\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 6, "{out}");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.len(), 3, "{out}");
+        assert_eq!(r[0], (i / 3).to_string());
+        let score: f64 = r[1].parse().unwrap();
+        assert!(score <= 0.0);
+    }
+    // The first of each n-best list is the 1-best translation.
+    let best = stdout(&translate(
+        &["--beam", "4"],
+        b"Click the Save button.\nThe Navigator window.\n",
+    ));
+    let firsts: Vec<&str> = best.lines().collect();
+    assert_eq!(rows[0][2], firsts[0]);
+    assert_eq!(rows[3][2], firsts[1]);
+    let bad = translate(&["--beam", "2", "--n-best", "3"], b"x\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("n-best"), "{}", stderr(&bad));
+}
+
+#[test]
+fn invalid_utf8_names_the_line() {
+    let input = b"Click the Save button.\nbad \xff byte\nok\n";
+    let o = translate(&[], input);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("<stdin>:2") && err.contains("invalid UTF-8"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "the line before is translated"
+    );
+    let o = translate(&["--lossy-utf8"], input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3);
+    assert!(stderr(&o).contains("<stdin>:2"), "{}", stderr(&o));
+}
+
+#[test]
+fn over_long_lines_are_truncated_with_a_warning() {
+    let long = "Click the Save button to save the document. ".repeat(10);
+    let o = translate(
+        &["--max-input-tokens", "8", "--beam", "1"],
+        format!("short\n{long}\n").as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("<stdin>:2") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!err.contains("<stdin>:1"), "{err}");
+}
+
+#[test]
+fn files_in_and_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("in.txt"), tmp.path().join("out.txt"));
+    std::fs::write(&input, LINES).unwrap();
+    let o = bin("rnmt-translate")
+        .arg("--model")
+        .arg(model())
+        .args(["--device", "cpu", "--beam", "3", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        stdout(&translate(&["--beam", "3"], LINES.as_bytes()))
+    );
+}
+
+#[test]
+fn closed_pipe_exits_quietly() {
+    // More output than a pipe buffer holds (64 KiB), so writing must hit the closed pipe.
+    let input: String = "Click the Save button.\n".repeat(4000);
+    let mut child = bin("rnmt-translate")
+        .arg("--model")
+        .arg(model())
+        .args(["--device", "cpu", "--beam", "1", "--batch-size", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    drop(out); // like `| head -1`
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_or_mismatched_model_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bin("rnmt-translate")
+        .arg("--model")
+        .arg(tmp.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("nope") && stderr(&o).trim().lines().count() == 1,
+        "{}",
+        stderr(&o)
+    );
+
+    // A directory without config.json.
+    let o = bin("rnmt-translate")
+        .arg("--model")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("config.json"), "{}", stderr(&o));
+
+    // Weights from another architecture.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(model().join(f), other.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model().join("config.json")).unwrap())
+            .unwrap();
+    config["model"]["decoder"]["hidden"] = serde_json::json!(24);
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let o = bin("rnmt-translate")
+        .arg("--model")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("do not belong") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // A tokenizer from another model.
+    config["model"]["decoder"]["hidden"] = serde_json::json!(32);
+    config["model"]["src_vocab"] = serde_json::json!(999);
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let o = bin("rnmt-translate")
+        .arg("--model")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("different models"), "{}", stderr(&o));
+}
