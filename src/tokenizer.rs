@@ -126,6 +126,8 @@ fn one_line(e: impl std::fmt::Display) -> String {
 #[derive(Debug, Clone)]
 pub struct SubwordTokenizer {
     inner: Tokenizer,
+    /// Cached: `Tokenizer::get_vocab_size(true)` rebuilds the whole vocabulary map.
+    vocab_size: usize,
 }
 
 impl SubwordTokenizer {
@@ -176,9 +178,15 @@ impl SubwordTokenizer {
                 None => return Err(format!("{token} is missing, expected with id {id}")),
             }
         }
+        let vocab_size = inner.get_vocab_size(true);
+        if let Some(gap) = (0..vocab_size as u32).find(|&id| inner.id_to_token(id).is_none()) {
+            return Err(format!(
+                "ids are not contiguous: {gap} is missing below {vocab_size}"
+            ));
+        }
         // A literal "<s>" in the input is text, not a control token.
         inner.set_encode_special_tokens(true);
-        Ok(SubwordTokenizer { inner })
+        Ok(SubwordTokenizer { inner, vocab_size })
     }
 
     /// Saves as `tokenizer.json`-format JSON, atomically (writes `PATH.tmp`, then renames).
@@ -264,7 +272,7 @@ impl SubwordTokenizer {
 
     /// Vocabulary size, special tokens included; ids are `0..vocab_size()`.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The token string of an id (byte-level symbols, e.g. `Ġthe`), if in the vocabulary.

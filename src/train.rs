@@ -25,7 +25,7 @@ use crate::checkpoint::{
 use crate::config::{parse_duration, Config, DecodeConfig};
 use crate::data::Prepared;
 use crate::error::{Error, Result};
-use crate::metrics::bleu;
+use crate::metrics::bleu::{Bleu, BleuConfig};
 use crate::model::Seq2Seq;
 use crate::optim::{Adam, AdamConfig};
 use crate::search;
@@ -230,7 +230,7 @@ impl<'a> Trainer<'a> {
                         "loss {loss:.3} | {:.0} tok/s",
                         window.1 as f64 / window.2.elapsed().as_secs_f64()
                     ));
-                } else if self.state.step % t.log_every as u64 == 0 {
+                } else if self.state.step.is_multiple_of(t.log_every as u64) {
                     self.log(&format!(
                         "step {} | epoch {} | loss {:.4} | {:.0} tgt tok/s | lr {:.2e} | {:.0}s",
                         self.state.step,
@@ -242,7 +242,7 @@ impl<'a> Trainer<'a> {
                     ));
                     window = (0.0, 0, Instant::now(), 0);
                 }
-                if self.state.step % t.valid_every as u64 == 0 {
+                if self.state.step.is_multiple_of(t.valid_every as u64) {
                     let v = self.validate_and_save(true, bar.as_ref())?;
                     last_validation = Some(v);
                     validated_at = Some(self.state.step);
@@ -482,7 +482,9 @@ pub fn validate(
         device,
     )?;
     let refs = &data.valid_refs[..n];
-    let bleu = bleu::corpus_score(&hyps, &[refs.to_vec()])?;
+    let bleu = Bleu::new(BleuConfig::default())?
+        .corpus_score(&hyps, &[refs.to_vec()])?
+        .score;
     Ok(Validation {
         loss,
         ppl: loss.exp(),

@@ -98,7 +98,7 @@ fn apply_length_rules(log_probs: &mut Tensor, t: usize, min_len: usize, row_boun
         let idx = Tensor::from_slice(&forced).to_device(log_probs.device());
         let rows = log_probs.index_select(0, &idx);
         let only_eos = rows.full_like(f64::NEG_INFINITY);
-        let _ = only_eos.narrow(1, eos, 1).copy_(&rows.narrow(1, eos, 1));
+        only_eos.narrow(1, eos, 1).copy_(&rows.narrow(1, eos, 1));
         let _ = log_probs.index_copy_(0, &idx, &only_eos);
     }
 }
