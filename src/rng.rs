@@ -1,4 +1,5 @@
-//! A small seeded random number generator (SplitMix64) for data order. Its whole state is one
+//! A small seeded random number generator (SplitMix64) for data order and bootstrap
+//! resampling. Its whole state is one
 //! `u64`, saved in the trainer state so a resumed run continues the same sequence.
 //! (Initialization and dropout use libtorch's generator, re-seeded from the run's seed.)
 use serde::{Deserialize, Serialize};
@@ -22,13 +23,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n > 0`), by rejection so there is no modulo bias.
-    pub fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % n;
+    /// Uniform in `0..bound` (`bound > 0`), without modulo bias (Lemire's
+    /// multiply-and-reject method).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        let threshold = bound.wrapping_neg() % bound;
         loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % n;
+            let m = u128::from(self.next_u64()) * u128::from(bound);
+            if (m as u64) >= threshold {
+                return (m >> 64) as u64;
             }
         }
     }

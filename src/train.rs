@@ -246,6 +246,7 @@ impl<'a> Trainer<'a> {
                     let v = self.validate_and_save(true, bar.as_ref())?;
                     last_validation = Some(v);
                     validated_at = Some(self.state.step);
+                    window = (0.0, 0, Instant::now(), 0);
                     if self.state.stopped_early {
                         break 'outer StopReason::EarlyStopping;
                     }

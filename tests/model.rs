@@ -196,3 +196,34 @@ fn tiny_model_overfits_twenty_pairs() {
     assert!(first > 2.0, "initial loss {first} should be near ln(19)");
     assert!(last < 0.02, "loss after 300 updates: {last}");
 }
+
+/// The per-step path used for scheduled sampling is the same computation as the precomputed
+/// teacher-forcing path when it always feeds the gold token, and differs when it feeds the
+/// model's own predictions.
+#[test]
+fn scheduled_sampling_shares_the_step_function() {
+    one_thread();
+    tch::manual_seed(9);
+    let cfg = tiny_config(CellType::Lstm, CellType::Gru, AttentionType::Bahdanau, true);
+    let vs = VarStore::new(Device::Cpu);
+    let m = Seq2Seq::new(&vs.root(), &cfg);
+    let examples = random_examples(12, 4);
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = Batch::new(&refs, Device::Cpu);
+    let gold = m.loss(&batch, false, 1.0, 0.0).loss.double_value(&[]);
+    // A ratio just below 1 takes the per-step path but (with probability 1 - 1e-7 per
+    // token) still feeds the gold tokens.
+    let stepwise = m
+        .loss(&batch, false, 1.0 - 1e-7, 0.0)
+        .loss
+        .double_value(&[]);
+    assert!(
+        (gold - stepwise).abs() < 1e-4 * gold.abs(),
+        "{gold} vs {stepwise}"
+    );
+    let own = m.loss(&batch, false, 0.0, 0.0).loss.double_value(&[]);
+    assert!(
+        own.is_finite() && (own - gold).abs() > 1e-3,
+        "{own} vs {gold}"
+    );
+}

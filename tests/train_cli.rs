@@ -204,13 +204,35 @@ fn early_stopping_when_bleu_stops_improving() {
             "train.valid_every=2",
             "--set",
             "train.patience=2",
+            "--set",
+            "train.min_lr=0",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("early stopping"), "{}", stderr(&o));
     // First validation sets the best, two more without improvement stop it.
+    let state = trainer_state(&m);
+    assert_eq!(state["step"], 6);
+    assert_eq!(state["stopped_early"], true);
+    // Two validations without improvement also halved the learning rate (lr_patience 2).
+    assert_eq!(state["lr"].as_f64().unwrap(), 5e-13);
+    // Running again does nothing more: training has ended for good.
+    let again = train(
+        tmp.path(),
+        &m,
+        &[
+            "--max-steps",
+            "1000",
+            "--set",
+            "train.lr=1e-12",
+            "--set",
+            "train.valid_every=2",
+            "--set",
+            "train.patience=2",
+        ],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(trainer_state(&m)["step"], 6);
-    assert_eq!(trainer_state(&m)["stopped_early"], true);
 }
 
 #[test]
@@ -321,4 +343,69 @@ fn bad_config_and_mismatched_resume_are_one_line_errors() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Bad corpus lines stop training with file:line, or are skipped and counted on request;
+/// aligned file pairs work as input.
+#[test]
+fn bad_lines_and_aligned_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train_f, valid_f) = tiny_corpus(tmp.path());
+    let mut text = std::fs::read_to_string(&train_f).unwrap();
+    text.insert_str(0, "no separator here\n");
+    text.push_str("one\ttoo\tmany\n");
+    let bad = tmp.path().join("bad.tsv");
+    std::fs::write(&bad, &text).unwrap();
+    let config = tiny_config(tmp.path());
+    let run = |extra: &[&str], train: &[&std::path::Path], model: &str| {
+        let mut c = bin("rnmt-train");
+        if train.len() == 1 {
+            c.arg("--train").arg(train[0]).arg("--valid").arg(&valid_f);
+        } else {
+            c.arg("--train-src")
+                .arg(train[0])
+                .arg("--train-tgt")
+                .arg(train[1]);
+            c.arg("--valid-src")
+                .arg(train[0])
+                .arg("--valid-tgt")
+                .arg(train[1]);
+        }
+        c.arg("--config")
+            .arg(&config)
+            .arg("--model-dir")
+            .arg(tmp.path().join(model));
+        c.args(["--device", "cpu", "--threads", "1", "--max-steps", "2"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let o = run(&[], &[&bad], "strict");
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.tsv:1:") && err.contains("expected 2"),
+        "{err}"
+    );
+    let o = run(&["--skip-bad-lines"], &[&bad], "lenient");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 2 lines: 2 wrong field count"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("300 pairs read"), "{}", stderr(&o));
+
+    let (src, tgt) = (tmp.path().join("a.en"), tmp.path().join("a.fr"));
+    let content = std::fs::read_to_string(&train_f).unwrap();
+    let (s, t): (Vec<&str>, Vec<&str>) =
+        content.lines().map(|l| l.split_once('\t').unwrap()).unzip();
+    std::fs::write(&src, s.join("\n") + "\n").unwrap();
+    std::fs::write(&tgt, t.join("\n") + "\n").unwrap();
+    let o = run(&[], &[&src, &tgt], "aligned");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("300 pairs read from"), "{}", stderr(&o));
+    std::fs::write(&tgt, t[..299].join("\n") + "\n").unwrap();
+    let o = run(&[], &[&src, &tgt], "short");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("a.fr"), "{}", stderr(&o));
 }

@@ -309,3 +309,50 @@ fn missing_or_mismatched_model_directories() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different models"), "{}", stderr(&o));
 }
+
+/// scripts/evaluate.sh translates, scores with BLEU and chrF, keeps the hypotheses next to
+/// the model, and refuses to score when a step fails.
+#[test]
+fn evaluation_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_copy = tmp.path().join("model");
+    std::fs::create_dir(&model_copy).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(model().join(f), model_copy.join(f)).unwrap();
+    }
+    let test = tmp.path().join("test.tsv");
+    std::fs::write(&test, head("lohelp.en-fr.test.tsv", 12)).unwrap();
+    let script = root().join("scripts/evaluate.sh");
+    let run = |args: &[&Path]| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("TRANSLATE_OPTS", "--beam 2 --threads 1")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[&model_copy, &test]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}{}", out, stderr(&o));
+    assert!(
+        out.contains("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = "),
+        "{out}"
+    );
+    assert!(out.contains("chrF2|"), "{out}");
+    let hyp = model_copy.join("eval/test.hyp");
+    assert_eq!(std::fs::read_to_string(&hyp).unwrap().lines().count(), 12);
+
+    // A malformed test file: a clear message, and no score.
+    let bad = tmp.path().join("bad.tsv");
+    std::fs::write(&bad, "one\tun\ntwo without a tab\n").unwrap();
+    let o = run(&[&model_copy, &bad]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad.tsv:2"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("BLEU"), "{}", stdout(&o));
+
+    // Translation fails (not a model directory): no score.
+    let o = run(&[tmp.path(), &test]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no score reported"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("BLEU"));
+}

@@ -106,8 +106,9 @@ fn corpus(
     })
 }
 
-/// The config of this run: the saved one when resuming (its model and data sections must
-/// agree with what the command asks for), else defaults < --config < --set < flags.
+/// The config of this run: defaults < --config < --set < flags. When resuming, the saved
+/// config, whose model and data sections must agree with --config/--set if they are given;
+/// only the budgets come from this command.
 fn resolve_config(a: &Args, model_dir: &Path) -> Result<Config> {
     let mut requested = match &a.config {
         Some(p) => Config::from_file(p)?,
@@ -131,10 +132,11 @@ fn resolve_config(a: &Args, model_dir: &Path) -> Result<Config> {
         return Ok(requested);
     }
     let mut saved = Config::load_dir(model_dir)?;
+    let restated = a.config.is_some() || !a.overrides.is_empty();
     let mut wanted_model = requested.model.clone();
     wanted_model.src_vocab = saved.model.src_vocab;
     wanted_model.tgt_vocab = saved.model.tgt_vocab;
-    if wanted_model != saved.model || requested.data != saved.data {
+    if restated && (wanted_model != saved.model || requested.data != saved.data) {
         bail!(
             "{} holds a model trained with a different model/data config; resume with the same settings or use a new --model-dir",
             model_dir.display()

@@ -25,46 +25,13 @@
 
 use super::metric::{sum_statistics, Metric};
 use super::MetricsError;
+use crate::rng::Rng;
 
 /// sacrebleu's default number of bootstrap resamples for `--paired-bs`.
 pub const DEFAULT_SAMPLES: usize = 1000;
 
 /// sacrebleu's default seed (`SACREBLEU_SEED`, 12345).
 pub const DEFAULT_SEED: u64 = 12345;
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, fast, seedable PRNG.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator whose stream is fully determined by `seed`.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform integer in `0..bound` (`bound > 0`), without modulo bias
-    /// (Lemire's multiply-and-reject method).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        let threshold = bound.wrapping_neg() % bound;
-        loop {
-            let m = u128::from(self.next_u64()) * u128::from(bound);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
-}
 
 /// Bootstrap results of one system for one metric; mirrors
 /// `significance.Result`.
@@ -149,7 +116,7 @@ pub fn paired_bootstrap(
             .collect()
     };
     let (bl_flat, sys_flat) = (flatten(baseline_stats), flatten(system_stats));
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let mut bl_scores = Vec::with_capacity(n_samples);
     let mut sys_scores = Vec::with_capacity(n_samples);
     let mut bl_sum = vec![0u64; width];
@@ -203,14 +170,10 @@ mod tests {
 
     #[test]
     fn rng_is_seeded_and_bounded() {
-        let a: Vec<u64> = (0..5)
-            .scan(SplitMix64::new(7), |r, _| Some(r.below(10)))
-            .collect();
-        let b: Vec<u64> = (0..5)
-            .scan(SplitMix64::new(7), |r, _| Some(r.below(10)))
-            .collect();
+        let a: Vec<u64> = (0..5).scan(Rng::new(7), |r, _| Some(r.below(10))).collect();
+        let b: Vec<u64> = (0..5).scan(Rng::new(7), |r, _| Some(r.below(10))).collect();
         assert_eq!(a, b);
-        let mut r = SplitMix64::new(1);
+        let mut r = Rng::new(1);
         let mut seen = [false; 3];
         for _ in 0..100 {
             seen[r.below(3) as usize] = true;
