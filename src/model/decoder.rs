@@ -44,6 +44,15 @@ impl DecoderState {
     }
 }
 
+/// Step-invariant inputs of [`Decoder::step`], see [`Decoder::prepare`].
+#[derive(Debug)]
+pub struct StepCache {
+    /// Columns of the first layer's `w_ih` that read the fed vector, `[gates * hidden, feed]`.
+    feed_weight: Tensor,
+    /// The fixed context's share of the first layer's input projection, `[batch, gates * hidden]`.
+    context_proj: Option<Tensor>,
+}
+
 /// What is fed besides the embedding at every step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Feed {
@@ -140,8 +149,23 @@ impl Decoder {
         self.layers[0].project_part(emb, 0, self.emb_dim, true)
     }
 
+    /// Per-batch inputs of [`Decoder::step`] that do not change from step to step: the
+    /// feed columns of the first layer's input weights, taken as a view once (so training
+    /// backpropagates into them once per batch, not once per step) and, for the fixed
+    /// context of Cho et al., its projection.
+    pub fn prepare(&self, enc: &EncoderOutput) -> StepCache {
+        let feed_weight = self.layers[0].w_ih.narrow(1, self.emb_dim, self.feed_dim);
+        let context_proj =
+            (self.feed == Feed::Context).then(|| enc.final_state.matmul(&feed_weight.tr()));
+        StepCache {
+            feed_weight,
+            context_proj,
+        }
+    }
+
     /// One decoder step.
     ///
+    /// * `cache`: from [`Decoder::prepare`] for this batch
     /// * `emb_proj`: `[batch, gates * hidden]` from [`Decoder::embed_proj`]
     /// * `state`: the previous state
     /// * `enc`: the encoder output (states, mask, keys)
@@ -150,31 +174,16 @@ impl Decoder {
     /// [`Decoder::logits`] turns into word scores.
     pub fn step(
         &self,
+        cache: &StepCache,
         emb_proj: &Tensor,
         state: &DecoderState,
         enc: &EncoderOutput,
         train: bool,
     ) -> DecoderState {
-        let gi = match self.feed {
-            Feed::Nothing => emb_proj.shallow_clone(),
-            Feed::AttVector => {
-                emb_proj
-                    + self.layers[0].project_part(
-                        &state.att_vector,
-                        self.emb_dim,
-                        self.feed_dim,
-                        false,
-                    )
-            }
-            Feed::Context => {
-                emb_proj
-                    + self.layers[0].project_part(
-                        &enc.final_state,
-                        self.emb_dim,
-                        self.feed_dim,
-                        false,
-                    )
-            }
+        let gi = match (self.feed, &cache.context_proj) {
+            (Feed::AttVector, _) => emb_proj + state.att_vector.matmul(&cache.feed_weight.tr()),
+            (Feed::Context, Some(c)) => emb_proj + c,
+            _ => emb_proj.shallow_clone(),
         };
         let mut hidden: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         let mut cell = Vec::with_capacity(state.cell.len());

@@ -10,6 +10,6 @@ pub mod init;
 pub mod linear;
 pub mod seq2seq;
 
-pub use decoder::DecoderState;
+pub use decoder::{DecoderState, StepCache};
 pub use encoder::EncoderOutput;
 pub use seq2seq::{Loss, Seq2Seq};

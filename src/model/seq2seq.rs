@@ -98,7 +98,9 @@ impl Seq2Seq {
         enc: &EncoderOutput,
     ) -> (Tensor, DecoderState) {
         let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
-        let next = self.decoder.step(&emb_proj, state, enc, false);
+        let next = self
+            .decoder
+            .step(&self.decoder.prepare(enc), &emb_proj, state, enc, false);
         let log_probs = self
             .decoder
             .logits(&next.att_vector, false)
@@ -118,6 +120,7 @@ impl Seq2Seq {
     ) -> Tensor {
         let tgt_len = tgt_in.size()[1];
         let mut state = self.initial_state(enc);
+        let cache = self.decoder.prepare(enc);
         let mut outputs = Vec::with_capacity(tgt_len as usize);
         if teacher_forcing >= 1.0 {
             // Every input is known: embed and project all of them in one go.
@@ -126,8 +129,10 @@ impl Seq2Seq {
                 .forward(tgt_in)
                 .dropout(self.emb_dropout, train);
             let proj = self.decoder.embed_proj(&emb); // [B, T, G*H]
-            for t in 0..tgt_len {
-                state = self.decoder.step(&proj.select(1, t), &state, enc, train);
+                                                      // unbind, not select per step: its backward stacks the step gradients once
+                                                      // instead of writing each into a zeroed [B, T, G*H] tensor.
+            for proj_t in proj.unbind(1) {
+                state = self.decoder.step(&cache, &proj_t, &state, enc, train);
                 outputs.push(state.att_vector.shallow_clone());
             }
         } else {
@@ -137,9 +142,9 @@ impl Seq2Seq {
                     .tgt_embed
                     .forward(&prev)
                     .dropout(self.emb_dropout, train);
-                state = self
-                    .decoder
-                    .step(&self.decoder.embed_proj(&emb), &state, enc, train);
+                state =
+                    self.decoder
+                        .step(&cache, &self.decoder.embed_proj(&emb), &state, enc, train);
                 outputs.push(state.att_vector.shallow_clone());
                 if t + 1 < tgt_len {
                     let gold = tgt_in.select(1, t + 1);
