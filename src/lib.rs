@@ -41,3 +41,4 @@ pub mod search;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;
+pub mod validation;

@@ -18,17 +18,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device};
 
-use crate::batch::{epoch_batches, eval_batches, Batch, Example};
+use crate::batch::{epoch_batches, Batch, Example};
 use crate::checkpoint::{
     self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE, WEIGHTS_FILE,
 };
-use crate::config::{parse_duration, Config, DecodeConfig};
+use crate::config::{parse_duration, Config};
 use crate::data::Prepared;
 use crate::error::{Error, Result};
-use crate::metrics::bleu::{Bleu, BleuConfig};
 use crate::model::Seq2Seq;
 use crate::optim::{Adam, AdamConfig};
-use crate::search;
+use crate::validation::{validate, Validation};
 
 /// Progress of a training run, saved as `last/trainer.json`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -76,15 +75,6 @@ impl std::fmt::Display for StopReason {
             StopReason::Interrupted => "interrupted",
         })
     }
-}
-
-/// One validation.
-#[derive(Debug, Clone, Copy)]
-pub struct Validation {
-    /// Per-token negative log-likelihood.
-    pub loss: f64,
-    pub ppl: f64,
-    pub bleu: f64,
 }
 
 /// The outcome of [`Trainer::run`].
@@ -447,74 +437,6 @@ impl<'a> Trainer<'a> {
 pub fn seed_for_step(seed: u64, step: u64) -> i64 {
     let mut r = crate::rng::Rng::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (r.next_u64() >> 1) as i64
-}
-
-/// Validation loss, perplexity and greedy BLEU of `model` on `data.valid`.
-pub fn validate(
-    model: &Seq2Seq,
-    data: &Prepared,
-    config: &Config,
-    device: Device,
-) -> Result<Validation> {
-    let t = &config.train;
-    let (mut nll, mut tokens) = (0.0, 0i64);
-    tch::no_grad(|| {
-        for idx in eval_batches(&data.valid, t.batch_tokens) {
-            let ex: Vec<&Example> = idx.iter().map(|&i| &data.valid[i]).collect();
-            let out = model.loss(&Batch::new(&ex, device), false, 1.0, 0.0);
-            nll += out.nll.double_value(&[]);
-            tokens += out.tokens;
-        }
-    });
-    let loss = nll / tokens.max(1) as f64;
-    let n = t
-        .valid_bleu_sentences
-        .unwrap_or(data.valid.len())
-        .min(data.valid.len());
-    let decode = DecodeConfig {
-        beam: 1,
-        ..DecodeConfig::default()
-    };
-    let hyps = translate_examples(
-        model,
-        &data.valid[..n],
-        &decode,
-        data.tokenizers.tgt(),
-        device,
-    )?;
-    let refs = &data.valid_refs[..n];
-    let bleu = Bleu::new(BleuConfig::default())?
-        .corpus_score(&hyps, &[refs.to_vec()])?
-        .score;
-    Ok(Validation {
-        loss,
-        ppl: loss.exp(),
-        bleu,
-    })
-}
-
-/// Decodes the sources of `examples` to text, in order, in length-sorted batches.
-pub fn translate_examples(
-    model: &Seq2Seq,
-    examples: &[Example],
-    decode: &DecodeConfig,
-    tgt: &crate::tokenizer::SubwordTokenizer,
-    device: Device,
-) -> Result<Vec<String>> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| examples[i].src.len());
-    let mut out = vec![String::new(); examples.len()];
-    for chunk in order.chunks(64) {
-        let sources: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].src.clone()).collect();
-        let hyps = search::translate(model, &sources, decode, device);
-        for (&i, h) in chunk.iter().zip(hyps) {
-            out[i] = match h.first() {
-                Some(h) => tgt.decode(&h.tokens)?,
-                None => String::new(),
-            };
-        }
-    }
-    Ok(out)
 }
 
 /// `Duration` to `1h02m03s`.
