@@ -21,8 +21,12 @@ pub enum Error {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
-    #[error("training diverged: the loss is {loss} at update {step}; the best checkpoint is untouched (try a lower train.lr or train.clip_norm)")]
-    NonFiniteLoss { step: u64, loss: f64 },
+    #[error("training diverged: the {what} is {value} at update {step}; the best checkpoint is untouched (try a lower train.lr or train.clip_norm)")]
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
     #[error("{0}")]
     Input(String),
 }

@@ -98,6 +98,19 @@ impl Adam {
         total
     }
 
+    /// Backpropagates `loss` into fresh gradients, clips them to `max_norm` (0: no clipping)
+    /// and takes a step. Returns the gradient norm before clipping; when it is NaN or
+    /// infinite, no step is taken.
+    pub fn backward_step(&mut self, loss: &Tensor, max_norm: f64) -> f64 {
+        self.zero_grad();
+        loss.backward();
+        let norm = self.clip_grad_norm(max_norm);
+        if norm.is_finite() {
+            self.step();
+        }
+        norm
+    }
+
     /// One update with the current gradients.
     pub fn step(&mut self) {
         self.steps += 1;

@@ -303,21 +303,20 @@ impl<'a> Trainer<'a> {
         let loss = out.loss / tokens as f64;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            return Err(Error::NonFiniteLoss {
+            return Err(Error::NonFinite {
                 step: self.state.step + 1,
-                loss: value,
+                what: "loss",
+                value,
             });
         }
-        self.opt.zero_grad();
-        loss.backward();
-        let norm = self.opt.clip_grad_norm(t.clip_norm);
+        let norm = self.opt.backward_step(&loss, t.clip_norm);
         if !norm.is_finite() {
-            return Err(Error::NonFiniteLoss {
+            return Err(Error::NonFinite {
                 step: self.state.step + 1,
-                loss: norm,
+                what: "gradient norm",
+                value: norm,
             });
         }
-        self.opt.step();
         Ok((value, tokens as usize, start.elapsed().as_secs_f64()))
     }
 

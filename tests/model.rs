@@ -187,10 +187,7 @@ fn tiny_model_overfits_twenty_pairs() {
         let loss = out.loss / out.tokens as f64;
         last = loss.double_value(&[]);
         first.get_or_insert(last);
-        opt.zero_grad();
-        loss.backward();
-        opt.clip_grad_norm(1.0);
-        opt.step();
+        opt.backward_step(&loss, 1.0);
     }
     let first = first.unwrap();
     assert!(first > 2.0, "initial loss {first} should be near ln(19)");

@@ -59,10 +59,7 @@ fn fixture() -> Fixture {
         for _ in 0..60 {
             let out = model.loss(&batch, true, 1.0, 0.0);
             let loss = out.loss / out.tokens as f64;
-            opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(1.0);
-            opt.step();
+            opt.backward_step(&loss, 1.0);
         }
         let sources = examples(24, 2).into_iter().map(|e| e.src).collect();
         Fixture {
