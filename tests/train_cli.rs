@@ -409,3 +409,41 @@ fn bad_lines_and_aligned_files() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("a.fr"), "{}", stderr(&o));
 }
+
+/// Separate source and target vocabularies: two tokenizer files, and translation uses them.
+#[test]
+fn separate_vocabularies_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    let o = train(
+        tmp.path(),
+        &m,
+        &["--max-steps", "2", "--set", "data.tokenizer.joint=false"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trained separate BPE"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(m.join("tokenizer.src.json").exists() && m.join("tokenizer.tgt.json").exists());
+    assert!(!m.join("tokenizer.json").exists());
+    let mut child = bin("rnmt-translate")
+        .arg("--model")
+        .arg(&m)
+        .args(["--device", "cpu", "--beam", "2", "--max-len", "5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Click Save.\n\nOK\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+}
