@@ -45,6 +45,6 @@ cat <<MSG
 Model: $MODEL_DIR (config.json, tokenizer.json, model.safetensors, metrics.csv)
 Translate:   target/release/rnmt-translate --model $MODEL_DIR < input.txt
 Train longer: run scripts/main.sh again (resumes; TRAIN_TIME=30m scripts/main.sh for a longer run)
-A few minutes on a CPU is a smoke run: one epoch of this corpus takes about 13 minutes on
+A few minutes on a CPU is a smoke run: one epoch of this corpus takes about 15 minutes on
 2 cores, and translations become usable only after several epochs (README: Benchmarks).
 MSG
