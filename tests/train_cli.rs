@@ -192,22 +192,19 @@ fn early_stopping_when_bleu_stops_improving() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     // A learning rate too small to change anything: BLEU stays put.
-    let o = train(
-        tmp.path(),
-        &m,
-        &[
-            "--max-steps",
-            "1000",
-            "--set",
-            "train.lr=1e-12",
-            "--set",
-            "train.valid_every=2",
-            "--set",
-            "train.patience=2",
-            "--set",
-            "train.min_lr=0",
-        ],
-    );
+    let args = [
+        "--max-steps",
+        "1000",
+        "--set",
+        "train.lr=1e-12",
+        "--set",
+        "train.valid_every=2",
+        "--set",
+        "train.patience=2",
+        "--set",
+        "train.min_lr=0",
+    ];
+    let o = train(tmp.path(), &m, &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("early stopping"), "{}", stderr(&o));
     // First validation sets the best, two more without improvement stop it.
@@ -217,20 +214,7 @@ fn early_stopping_when_bleu_stops_improving() {
     // Two validations without improvement also halved the learning rate (lr_patience 2).
     assert_eq!(state["lr"].as_f64().unwrap(), 5e-13);
     // Running again does nothing more: training has ended for good.
-    let again = train(
-        tmp.path(),
-        &m,
-        &[
-            "--max-steps",
-            "1000",
-            "--set",
-            "train.lr=1e-12",
-            "--set",
-            "train.valid_every=2",
-            "--set",
-            "train.patience=2",
-        ],
-    );
+    let again = train(tmp.path(), &m, &args);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(trainer_state(&m)["step"], 6);
 }
