@@ -3,7 +3,7 @@
 # translate and score the test set, translate a few sentences from stdin.
 #
 # Environment (all optional):
-#   TRAIN_TIME   training budget of this run (default 5m; e.g. 30m, 2h)
+#   TRAIN_TIME   training budget of this run (default 10m; e.g. 30m, 2h)
 #   MODEL_DIR    model directory (default runs/lohelp-en-fr)
 #   CORPUS       corpus prefix under corpora/ (default lohelp.en-fr; also bible.en_web-es_rv1909)
 #   THREADS      libtorch threads (default: one per physical core)
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TRAIN_TIME=${TRAIN_TIME:-5m}
+TRAIN_TIME=${TRAIN_TIME:-10m}
 CORPUS=${CORPUS:-lohelp.en-fr}
 MODEL_DIR=${MODEL_DIR:-runs/$CORPUS}
 threads=()
@@ -43,8 +43,6 @@ printf '%s\n' "${examples[@]}" | target/release/rnmt-translate --model "$MODEL_D
 cat <<MSG
 
 Model: $MODEL_DIR (config.json, tokenizer.json, model.safetensors, metrics.csv)
-Translate:   target/release/rnmt-translate --model $MODEL_DIR < input.txt
+Translate:    target/release/rnmt-translate --model $MODEL_DIR < input.txt
 Train longer: run scripts/main.sh again (resumes; TRAIN_TIME=30m scripts/main.sh for a longer run)
-A few minutes on a CPU is a smoke run: one epoch of this corpus takes about 15 minutes on
-2 cores, and translations become usable only after several epochs (README: Benchmarks).
 MSG

@@ -65,8 +65,8 @@ impl Default for EncoderConfig {
         Self {
             cell: CellType::Lstm,
             layers: 2,
-            hidden: 256,
-            dropout: 0.2,
+            hidden: 128,
+            dropout: 0.1,
         }
     }
 }
@@ -82,6 +82,9 @@ pub struct DecoderConfig {
     pub dropout: f64,
     pub attention: AttentionType,
     /// Feed the previous attentional vector into the next step's input (Luong et al. 2015).
+    /// Without it the recurrence reads only the target embeddings, so training runs the whole
+    /// decoder RNN as one fused libtorch call per batch and the attention for all steps at
+    /// once (about 2.5x faster on a CPU); search still steps it one token at a time.
     pub input_feeding: bool,
 }
 
@@ -89,11 +92,11 @@ impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
             cell: CellType::Gru,
-            layers: 2,
-            hidden: 512,
-            dropout: 0.2,
-            attention: AttentionType::Bahdanau,
-            input_feeding: true,
+            layers: 1,
+            hidden: 256,
+            dropout: 0.1,
+            attention: AttentionType::Luong,
+            input_feeding: false,
         }
     }
 }
@@ -119,8 +122,8 @@ impl Default for ModelConfig {
         Self {
             src_vocab: 0,
             tgt_vocab: 0,
-            emb_size: 256,
-            emb_dropout: 0.2,
+            emb_size: 128,
+            emb_dropout: 0.1,
             tie_target_embeddings: false,
             encoder: EncoderConfig::default(),
             decoder: DecoderConfig::default(),
@@ -183,8 +186,10 @@ pub struct DataConfig {
 pub struct TrainConfig {
     /// Target tokens per batch (padding included), with length bucketing.
     pub batch_tokens: usize,
-    /// Adam learning rate.
+    /// Adam learning rate (the peak, after warm-up).
     pub lr: f64,
+    /// Updates over which the learning rate rises linearly to `lr`; 0 disables.
+    pub warmup_steps: u64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
@@ -193,6 +198,11 @@ pub struct TrainConfig {
     /// Clip gradients when their global L2 norm exceeds this; 0 disables.
     pub clip_norm: f64,
     pub label_smoothing: f64,
+    /// Start the output layer's bias at the log unigram distribution of the training targets,
+    /// so a fresh model predicts word frequencies from the first update. With a zero bias the
+    /// model spends its first few hundred updates learning them (Adam moves a bias by about
+    /// `lr` per update, and log-frequencies span ~10 nats): the plateau at the unigram stage.
+    pub unigram_output_bias: bool,
     /// Probability of feeding the gold previous token (teacher forcing); below 1 the model's
     /// own greedy prediction is fed instead with probability `1 - ratio`, per step.
     pub teacher_forcing: f64,
@@ -220,13 +230,15 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             batch_tokens: 2000,
-            lr: 1e-3,
+            lr: 3e-3,
+            warmup_steps: 200,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
             weight_decay: 0.0,
             clip_norm: 1.0,
             label_smoothing: 0.1,
+            unigram_output_bias: true,
             teacher_forcing: 1.0,
             valid_every: 500,
             lr_decay: 0.5,
@@ -439,7 +451,7 @@ mod tests {
     fn partial_file_and_overrides() {
         let c: Config = toml::from_str("[model.encoder]\nlayers = 3\n").unwrap();
         assert_eq!(c.model.encoder.layers, 3);
-        assert_eq!(c.model.encoder.hidden, 256);
+        assert_eq!(c.model.encoder.hidden, EncoderConfig::default().hidden);
         let c = c
             .with_overrides(&[
                 "model.decoder.attention=none".into(),
@@ -455,6 +467,9 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("train.nope"), "{err}");
         assert!(toml::from_str::<Config>("[train]\nbogus = 1\n").is_err());
+        // Nested sections too (a misspelt filter key used to train without a word).
+        assert!(toml::from_str::<Config>("[data.filter]\nmax_lenn = 50\n").is_err());
+        assert!(toml::from_str::<Config>("[data.tokenizer]\nvocab = 50\n").is_err());
     }
 
     #[test]
@@ -466,5 +481,39 @@ mod tests {
         let d = DecodeConfig::default();
         assert_eq!(d.max_output_len(10), 30);
         assert_eq!(d.max_output_len(1000), 256);
+    }
+
+    /// Every preset in `presets/` parses (unknown keys are errors) and passes validation.
+    #[test]
+    fn presets_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let mut c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                c.model.src_vocab = c.data.tokenizer.vocab_size;
+                c.model.tgt_vocab = c.data.tokenizer.vocab_size;
+                c.model.validate().unwrap();
+                c.train.validate().unwrap();
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 2,
+            "expected the joeynmt and gpu presets in {}",
+            dir.display()
+        );
+        let joey = Config::from_file(&dir.join("joeynmt.toml")).unwrap();
+        assert_eq!(joey.model.decoder.attention, AttentionType::Bahdanau);
+        assert!(joey.model.decoder.input_feeding);
+        assert_eq!(
+            (
+                joey.model.encoder.hidden,
+                joey.model.decoder.hidden,
+                joey.model.decoder.layers
+            ),
+            (256, 512, 2)
+        );
     }
 }

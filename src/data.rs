@@ -42,6 +42,25 @@ pub fn encode_pairs(tok: &Tokenizers, pairs: &[Pair]) -> Result<Vec<Example>> {
         .collect()
 }
 
+/// Log unigram probabilities of the target tokens of `examples` (each sentence's `</s>`
+/// included), add-one smoothed over a vocabulary of `vocab`: `[vocab]`, summing to 1 after
+/// `exp`. Used as the output layer's initial bias (see `train.unigram_output_bias`).
+pub fn target_log_prior(examples: &[Example], vocab: usize) -> Vec<f32> {
+    let mut counts = vec![1.0f64; vocab];
+    for e in examples {
+        for &t in &e.tgt {
+            if let Some(c) = counts.get_mut(t as usize) {
+                *c += 1.0;
+            }
+        }
+        if let Some(c) = counts.get_mut(crate::tokenizer::EOS_ID as usize) {
+            *c += 1.0;
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    counts.iter().map(|c| (c / total).ln() as f32).collect()
+}
+
 /// Reads, tokenizes and filters. Tokenizers found in `model_dir` are reused (resuming);
 /// otherwise they are trained on the training pairs and saved there.
 pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepared> {
@@ -114,4 +133,22 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
         valid_refs,
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prior_is_a_smoothed_distribution() {
+        let ex = |tgt: Vec<u32>| Example { src: vec![5], tgt };
+        let p = target_log_prior(&[ex(vec![4, 4, 5]), ex(vec![4])], 7);
+        let total: f64 = p.iter().map(|&l| (l as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+        // counts + 1: pad 1, unk 1, bos 1, eos 3, tok4 4, tok5 2, tok6 1 -> 13
+        let want = [1.0, 1.0, 1.0, 3.0, 4.0, 2.0, 1.0].map(|c: f64| (c / 13.0).ln() as f32);
+        for (a, b) in p.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{p:?}");
+        }
+    }
 }

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod schedule;
 pub mod search;
 pub mod tokenizer;
 pub mod train;

@@ -53,9 +53,9 @@ pub const TGT_FILE: &str = "tokenizer.tgt.json";
 
 /// How to train tokenizers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenizerConfig {
-    /// Vocabulary size, special tokens and byte symbols included (default 8000).
+    /// Vocabulary size, special tokens and byte symbols included (default 4000).
     pub vocab_size: usize,
     /// One vocabulary shared by source and target (default true).
     pub joint: bool,
@@ -66,7 +66,7 @@ pub struct TokenizerConfig {
 impl Default for TokenizerConfig {
     fn default() -> Self {
         TokenizerConfig {
-            vocab_size: 8000,
+            vocab_size: 4000,
             joint: true,
             min_frequency: 2,
         }

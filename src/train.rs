@@ -27,6 +27,7 @@ use crate::data::Prepared;
 use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
 use crate::optim::{Adam, AdamConfig};
+use crate::schedule::{Schedule, ScheduleState};
 use crate::validation::{validate, Validation};
 
 /// Progress of a training run, saved as `last/trainer.json`.
@@ -37,19 +38,14 @@ pub struct TrainerState {
     /// Current epoch (0-based) and the next batch in it.
     pub epoch: u64,
     pub batch_in_epoch: usize,
-    pub lr: f64,
     /// Best validation BLEU so far, whose weights are `model.safetensors`.
     pub best_bleu: Option<f64>,
     pub best_step: u64,
-    /// Best BLEU among the scheduled validations, which drive lr decay and early stopping
-    /// (the extra validation at the end of a run does not, so a run cut into pieces by
+    /// Learning rate, plateau and early-stopping state. Only the scheduled validations
+    /// drive it (the extra validation at the end of a run does not, so a run cut into pieces by
     /// budgets and resumes follows the same schedule as one run).
-    pub schedule_best_bleu: Option<f64>,
-    /// Validations since the best one (early stopping) and since the last lr change.
-    pub bad_validations: usize,
-    pub lr_bad_validations: usize,
-    /// Set when early stopping ended training for good.
-    pub stopped_early: bool,
+    #[serde(flatten)]
+    pub schedule: ScheduleState,
     /// Target tokens and seconds spent in updates, over all runs.
     pub tokens: u64,
     pub train_seconds: f64,
@@ -130,16 +126,16 @@ impl<'a> Trainer<'a> {
             step: 0,
             epoch: 0,
             batch_in_epoch: 0,
-            lr: t.lr,
             best_bleu: None,
             best_step: 0,
-            schedule_best_bleu: None,
-            bad_validations: 0,
-            lr_bad_validations: 0,
-            stopped_early: false,
+            schedule: ScheduleState::new(t.lr),
             tokens: 0,
             train_seconds: 0.0,
         };
+        if t.unigram_output_bias {
+            let prior = crate::data::target_log_prior(&data.train, config.model.tgt_vocab);
+            model.set_output_prior(&tch::Tensor::from_slice(&prior).to_device(device));
+        }
         if let Some(last) = checkpoint::last_dir(model_dir) {
             let trainer_file = last.join(TRAINER_FILE);
             let text =
@@ -150,7 +146,7 @@ impl<'a> Trainer<'a> {
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
         }
-        opt.config.lr = state.lr;
+        opt.config.lr = Schedule::new(&config.train).lr_at(&state.schedule, state.step);
         Ok(Trainer {
             config,
             model_dir: model_dir.to_path_buf(),
@@ -177,7 +173,7 @@ impl<'a> Trainer<'a> {
         let max_time = t.max_time.as_deref().map(parse_duration).transpose()?;
         let started = Instant::now();
         let examples = &self.data.train;
-        if self.state.stopped_early {
+        if self.state.schedule.stopped_early {
             return Ok(Outcome {
                 reason: StopReason::EarlyStopping,
                 state: self.state.clone(),
@@ -227,7 +223,7 @@ impl<'a> Trainer<'a> {
                         self.state.epoch + 1,
                         window.0 / window.1.max(1) as f64,
                         window.1 as f64 / window.2.elapsed().as_secs_f64(),
-                        self.state.lr,
+                        self.opt.config.lr,
                         started.elapsed().as_secs_f64()
                     ));
                     window = (0.0, 0, Instant::now(), 0);
@@ -237,7 +233,7 @@ impl<'a> Trainer<'a> {
                     last_validation = Some(v);
                     validated_at = Some(self.state.step);
                     window = (0.0, 0, Instant::now(), 0);
-                    if self.state.stopped_early {
+                    if self.state.schedule.stopped_early {
                         break 'outer StopReason::EarlyStopping;
                     }
                 }
@@ -248,7 +244,7 @@ impl<'a> Trainer<'a> {
                 let v = self.validate_and_save(true, bar.as_ref())?;
                 last_validation = Some(v);
                 validated_at = Some(self.state.step);
-                if self.state.stopped_early {
+                if self.state.schedule.stopped_early {
                     break StopReason::EarlyStopping;
                 }
             }
@@ -294,6 +290,7 @@ impl<'a> Trainer<'a> {
         let start = Instant::now();
         let t = &self.config.train;
         tch::manual_seed(seed_for_step(t.seed, self.state.step));
+        self.opt.config.lr = Schedule::new(t).lr_at(&self.state.schedule, self.state.step);
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.data.train[i]).collect();
         let batch = Batch::new(&examples, self.device);
         let out = self
@@ -339,25 +336,8 @@ impl<'a> Trainer<'a> {
             self.state.best_step = self.state.step;
             checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
         }
-        let t = &self.config.train;
         if schedule {
-            if self.state.schedule_best_bleu.is_none_or(|b| v.bleu > b) {
-                self.state.schedule_best_bleu = Some(v.bleu);
-                self.state.bad_validations = 0;
-                self.state.lr_bad_validations = 0;
-            } else {
-                self.state.bad_validations += 1;
-                self.state.lr_bad_validations += 1;
-                if self.state.lr_bad_validations >= t.lr_patience.max(1) && self.state.lr > t.min_lr
-                {
-                    self.state.lr = (self.state.lr * t.lr_decay).max(t.min_lr);
-                    self.opt.config.lr = self.state.lr;
-                    self.state.lr_bad_validations = 0;
-                }
-                if t.patience > 0 && self.state.bad_validations >= t.patience {
-                    self.state.stopped_early = true;
-                }
-            }
+            Schedule::new(&self.config.train).observe(&mut self.state.schedule, v.bleu);
         }
         self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
         self.save_last()?;
@@ -369,7 +349,7 @@ impl<'a> Trainer<'a> {
             v.ppl,
             v.bleu,
             if improved { " (best, saved)" } else { "" },
-            self.state.lr
+            self.state.schedule.lr
         );
         match bar {
             Some(bar) => bar.println(line),
@@ -423,7 +403,7 @@ impl<'a> Trainer<'a> {
             format!("{:.5}", v.loss),
             format!("{:.3}", v.ppl),
             format!("{:.2}", v.bleu),
-            format!("{:e}", s.lr),
+            format!("{:e}", s.schedule.lr),
             format!("{:.1}", s.tokens as f64 / s.train_seconds.max(1e-9)),
             format!("{:.1}", s.train_seconds),
         ])

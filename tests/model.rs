@@ -224,3 +224,44 @@ fn scheduled_sampling_shares_the_step_function() {
         "{own} vs {gold}"
     );
 }
+
+/// Without input feeding, training runs the decoder as one fused libtorch RNN call with the
+/// attention for all steps at once; it is the same function as the per-step decoder that
+/// search uses, for every cell and attention.
+#[test]
+fn fused_decoder_equals_the_step_function() {
+    one_thread();
+    let examples = random_examples(12, 5);
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = Batch::new(&refs, Device::Cpu);
+    for dec in [CellType::Gru, CellType::Lstm] {
+        for att in [
+            AttentionType::None,
+            AttentionType::Bahdanau,
+            AttentionType::Luong,
+        ] {
+            tch::manual_seed(21);
+            let mut cfg = tiny_config(CellType::Lstm, dec, att, false);
+            cfg.decoder.layers = 3;
+            let vs = VarStore::new(Device::Cpu);
+            let m = Seq2Seq::new(&vs.root(), &cfg);
+            let fused = m.loss(&batch, false, 1.0, 0.1).loss.double_value(&[]);
+            // Below 1 the per-step path runs (feeding gold tokens with probability 1 - 1e-7).
+            let stepwise = m
+                .loss(&batch, false, 1.0 - 1e-7, 0.1)
+                .loss
+                .double_value(&[]);
+            assert!(
+                (fused - stepwise).abs() < 1e-5 * fused.abs(),
+                "{dec:?} {att:?}: fused {fused} vs stepwise {stepwise}"
+            );
+            // And the gradients flow through the fused call into every parameter.
+            let loss = m.loss(&batch, true, 1.0, 0.1).loss;
+            loss.backward();
+            for (name, t) in vs.variables() {
+                let g = t.grad();
+                assert!(g.defined(), "{dec:?} {att:?}: no gradient for {name}");
+            }
+        }
+    }
+}

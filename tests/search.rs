@@ -28,7 +28,17 @@ fn examples(n: usize, seed: u64) -> Vec<Example> {
 }
 
 /// A model trained for a moment on a learnable toy task (built per test: a second each).
+/// The decoder stepped in training too: Bahdanau attention with input feeding, 2 layers.
 fn fixture() -> Fixture {
+    fixture_with(|c| {
+        c.decoder.attention = rnmt::config::AttentionType::Bahdanau;
+        c.decoder.input_feeding = true;
+        c.decoder.layers = 2;
+    })
+}
+
+/// The same with the config changed by `edit` before the model is built.
+fn fixture_with(edit: impl Fn(&mut ModelConfig)) -> Fixture {
     {
         // Tiny tensors: one thread avoids oversubscribing the cores when tests run in parallel.
         tch::set_num_threads(1);
@@ -41,6 +51,7 @@ fn fixture() -> Fixture {
         };
         cfg.encoder.hidden = 16;
         cfg.decoder.hidden = 32;
+        edit(&mut cfg);
         let vs = VarStore::new(Device::Cpu);
         let model = Seq2Seq::new(&vs.root(), &cfg);
         let mut opt = Adam::new(
@@ -145,7 +156,47 @@ fn results_do_not_depend_on_the_batch() {
 
 #[test]
 fn scores_are_the_model_log_probability() {
+    scores_match_rescoring(&fixture());
+}
+
+/// Without input feeding, `score` (like training) runs the fused decoder; search steps it one
+/// token at a time. Both give the same log-probabilities.
+#[test]
+fn fused_decoder_scores_match_search() {
+    scores_match_rescoring(&fixture_with(|c| {
+        c.decoder.input_feeding = false;
+        c.decoder.attention = rnmt::config::AttentionType::Luong;
+        c.decoder.layers = 1;
+    }));
+}
+
+/// Stopping a sentence once no live hypothesis can enter its n-best list changes nothing:
+/// the best of an n-best-1 search (which stops early) is the best of a full n-best-K search
+/// (which must wait for K finished hypotheses).
+#[test]
+fn early_stopping_keeps_the_best_hypothesis() {
     let f = &fixture();
+    for alpha in [0.0, 0.6, 1.0] {
+        let one = DecodeConfig {
+            beam: 4,
+            alpha,
+            ..DecodeConfig::default()
+        };
+        let all = DecodeConfig {
+            n_best: 4,
+            ..one.clone()
+        };
+        let a = search::translate(&f.model, &f.sources, &one, Device::Cpu);
+        let b = search::translate(&f.model, &f.sources, &all, Device::Cpu);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x.len(), 1);
+            assert_eq!(x[0].tokens, y[0].tokens, "alpha {alpha}, sentence {i}");
+            assert!((x[0].normalized - y[0].normalized).abs() < 1e-9);
+        }
+    }
+}
+
+fn scores_match_rescoring(f: &Fixture) {
     for beam in [1, 3] {
         let cfg = DecodeConfig {
             beam,

@@ -431,3 +431,34 @@ fn separate_vocabularies_end_to_end() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
 }
+
+/// A fresh model's output bias starts at the log unigram distribution of the training targets
+/// (so it predicts word frequencies from the first update); `train.unigram_output_bias=false`
+/// leaves it at zero.
+#[test]
+fn output_bias_starts_at_the_target_unigram_distribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bias = |name: &str, extra: &[&str]| -> Vec<f32> {
+        let model = tmp.path().join(name);
+        let mut args = vec!["--max-steps", "0"];
+        args.extend_from_slice(extra);
+        let out = train(tmp.path(), &model, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let t = tensors(&model.join("model.safetensors"))
+            .into_iter()
+            .find(|(n, _)| n == "decoder.output.bias")
+            .expect("decoder.output.bias")
+            .1;
+        Vec::try_from(&t).unwrap()
+    };
+    let prior = bias("prior", &[]);
+    let total: f64 = prior.iter().map(|&l| (l as f64).exp()).sum();
+    assert!((total - 1.0).abs() < 1e-4, "exp(bias) sums to {total}");
+    // `</s>` ends all 300 sentences: far more likely than `<pad>`, `<unk>` and `<s>` (never
+    // targets), which keep only the add-one count.
+    assert!(prior[3] > prior[0] + 4.0, "{:?}", &prior[..4]);
+    assert_eq!(prior[0], prior[1]);
+    assert_eq!(prior[0], prior[2]);
+    let zero = bias("zero", &["--set", "train.unigram_output_bias=false"]);
+    assert!(zero.iter().all(|&b| b == 0.0));
+}

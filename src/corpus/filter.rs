@@ -12,7 +12,7 @@ use super::{Pair, Side};
 
 /// Which pairs to drop from training data.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
     /// Drop a pair if either side has more than this many tokens (default 100).
     pub max_len: Option<usize>,

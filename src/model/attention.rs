@@ -59,15 +59,16 @@ impl Attention {
         }
     }
 
-    /// One attention step.
+    /// Attention for `T` queries at once (one decoder step when `T == 1`, or every step of a
+    /// teacher-forced sequence when the decoder's recurrence does not depend on the context).
     ///
-    /// * `query`: `[batch, query_dim]`
+    /// * `query`: `[batch, T, query_dim]`
     /// * `keys`: `[batch, src_len, query_dim]` from [`Attention::keys`]
     /// * `values`: encoder states `[batch, src_len, key_dim]`
     /// * `mask`: `[batch, src_len]` bool, true at real tokens
     ///
-    /// Returns `(context [batch, key_dim], weights [batch, src_len])`; `None` when the scorer
-    /// is `None` (the caller uses the fixed context).
+    /// Returns `(context [batch, T, key_dim], weights [batch, T, src_len])`; `None` when the
+    /// scorer is `None` (the caller uses the fixed context).
     pub fn forward(
         &self,
         query: &Tensor,
@@ -76,18 +77,26 @@ impl Attention {
         mask: &Tensor,
     ) -> Option<(Tensor, Tensor)> {
         let keys = keys?;
+        let (batch, src_len) = (values.size()[0], values.size()[1]);
+        let q_size = query.size();
+        assert!(
+            q_size.len() == 3 && q_size[0] == batch && keys.size()[..2] == [batch, src_len],
+            "attention: query {q_size:?}, keys {:?} and values {:?} disagree on [batch, src_len]",
+            keys.size(),
+            values.size()
+        );
         let scores = match self {
             Attention::None => return None,
             Attention::Bahdanau { query_proj, v, .. } => {
-                let q = query_proj.forward(query).unsqueeze(1); // [B, 1, A]
-                v.forward(&(keys + q).tanh()).squeeze_dim(2) // [B, S]
+                let q = query_proj.forward(query).unsqueeze(2); // [B, T, 1, A]
+                v.forward(&(keys.unsqueeze(1) + q).tanh()).squeeze_dim(3) // [B, T, S]
             }
-            Attention::Luong { .. } => keys.bmm(&query.unsqueeze(2)).squeeze_dim(2),
+            Attention::Luong { .. } => query.bmm(&keys.transpose(1, 2)), // [B, T, S]
         };
         let weights = scores
-            .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
+            .masked_fill(&mask.logical_not().unsqueeze(1), f64::NEG_INFINITY)
             .softmax(-1, Kind::Float);
-        let context = weights.unsqueeze(1).bmm(values).squeeze_dim(1);
+        let context = weights.bmm(values);
         Some((context, weights))
     }
 }

@@ -200,21 +200,99 @@ impl Decoder {
             }
         }
         let query = &hidden[hidden.len() - 1];
+        let att_vector = self
+            .attentional_vectors(&query.unsqueeze(1), enc)
+            .squeeze_dim(1);
+        DecoderState {
+            hidden,
+            cell,
+            att_vector,
+        }
+    }
+
+    /// `a_t = tanh(W_c [q_t; context_t])` for top-layer states `query [batch, T, hidden]`:
+    /// `[batch, T, hidden]`.
+    fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> Tensor {
         let context = match self
             .attention
             .forward(query, enc.keys.as_ref(), &enc.states, &enc.mask)
         {
             Some((context, _weights)) => context,
-            None => enc.final_state.shallow_clone(),
+            None => enc
+                .final_state
+                .unsqueeze(1)
+                .expand([-1, query.size()[1], -1], false),
         };
-        let att_vector = self
-            .att_vector
-            .forward(&Tensor::cat(&[query, &context], 1))
-            .tanh();
-        DecoderState {
-            hidden,
-            cell,
-            att_vector,
+        self.att_vector
+            .forward(&Tensor::cat(&[query, &context], 2))
+            .tanh()
+    }
+
+    /// Whether the recurrence reads only inputs known before decoding (no input feeding), so
+    /// that a teacher-forced sequence can run through [`Decoder::forward_fused`].
+    pub fn can_fuse(&self) -> bool {
+        self.feed != Feed::AttVector
+    }
+
+    /// The whole teacher-forced sequence at once, for a decoder without input feeding: the
+    /// stacked RNN runs as one fused libtorch call (`gru`/`lstm`) over all steps, then the
+    /// attention and the attentional vectors are computed for all steps together (Luong et al.
+    /// 2015 without input feeding). The same function as calling [`Decoder::step`] per step.
+    ///
+    /// * `emb`: target input embeddings `[batch, tgt_len, emb]` (dropout already applied)
+    /// * `state`: the initial state from [`Decoder::initial_state`]
+    ///
+    /// Returns the attentional vectors `[batch, tgt_len, hidden]`.
+    pub fn forward_fused(
+        &self,
+        emb: &Tensor,
+        state: &DecoderState,
+        enc: &EncoderOutput,
+        train: bool,
+    ) -> Tensor {
+        assert!(
+            self.can_fuse(),
+            "forward_fused needs a decoder without input feeding"
+        );
+        let input = match self.feed {
+            Feed::Context => {
+                let steps = emb.size()[1];
+                let context = enc.final_state.unsqueeze(1).expand([-1, steps, -1], false);
+                Tensor::cat(&[emb, &context], 2)
+            }
+            _ => emb.shallow_clone(),
+        };
+        let params: Vec<&Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh])
+            .collect();
+        let n = self.layers.len() as i64;
+        let h0 = Tensor::stack(&state.hidden, 0); // [layers, batch, hidden]
+        let dropout = if train { self.dropout } else { 0.0 };
+        let top = match self.layers[0].cell {
+            CellType::Gru => {
+                input
+                    .gru(&h0, &params, true, n, dropout, train, false, true)
+                    .0
+            }
+            CellType::Lstm => {
+                let c0 = Tensor::stack(&state.cell, 0);
+                input
+                    .lstm(&[&h0, &c0], &params, true, n, dropout, train, false, true)
+                    .0
+            }
+        };
+        self.attentional_vectors(&top, enc)
+    }
+
+    /// Overwrites the output bias with `bias [tgt_vocab]`.
+    pub fn set_output_bias(&self, bias: &Tensor) {
+        if let Some(b) = &self.output.bias {
+            tch::no_grad(|| {
+                let mut b = b.shallow_clone();
+                b.copy_(bias);
+            });
         }
     }
 

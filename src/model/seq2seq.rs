@@ -45,7 +45,11 @@ impl Seq2Seq {
     pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
         let emb = config.emb_size as i64;
         let src_embed = Embedding::new(&(p / "src_embed"), config.src_vocab as i64, emb);
-        let tgt_embed = Embedding::new(&(p / "tgt_embed"), config.tgt_vocab as i64, emb);
+        let tgt_embed = if config.tie_target_embeddings {
+            Embedding::new_xavier(&(p / "tgt_embed"), config.tgt_vocab as i64, emb)
+        } else {
+            Embedding::new(&(p / "tgt_embed"), config.tgt_vocab as i64, emb)
+        };
         let encoder = Encoder::new(&(p / "encoder"), &config.encoder, emb);
         let context_dim = encoder.output_dim();
         let bridge = Bridge::new(&(p / "bridge"), context_dim, config.decoder.hidden as i64);
@@ -67,6 +71,13 @@ impl Seq2Seq {
             decoder,
             emb_dropout: config.emb_dropout,
         }
+    }
+
+    /// Sets the output layer's bias to `log_prior [tgt_vocab]` (log unigram probabilities of
+    /// the training targets), so the untrained model already predicts the word frequencies
+    /// instead of a uniform distribution over the vocabulary.
+    pub fn set_output_prior(&self, log_prior: &Tensor) {
+        self.decoder.set_output_bias(log_prior);
     }
 
     /// Encodes `src [batch, src_len]` (int64, `<pad>`-padded) with true `lengths`.
@@ -120,6 +131,15 @@ impl Seq2Seq {
     ) -> Tensor {
         let tgt_len = tgt_in.size()[1];
         let mut state = self.initial_state(enc);
+        if teacher_forcing >= 1.0 && self.decoder.can_fuse() {
+            // No input feeding: the recurrence reads only the gold inputs, so the whole
+            // sequence runs through libtorch's fused RNN and batched attention.
+            let emb = self
+                .tgt_embed
+                .forward(tgt_in)
+                .dropout(self.emb_dropout, train);
+            return self.decoder.forward_fused(&emb, &state, enc, train);
+        }
         let cache = self.decoder.prepare(enc);
         let mut outputs = Vec::with_capacity(tgt_len as usize);
         if teacher_forcing >= 1.0 {

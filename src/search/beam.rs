@@ -103,7 +103,15 @@ pub fn beam_search(
                     extended += 1;
                 }
             }
-            if finished[s].len() < k && extended > 0 {
+            let settled = extended > 0
+                && cannot_improve(
+                    &finished[s],
+                    &next_scores[next_scores.len() - extended..],
+                    t + 2,
+                    bounds[s],
+                    cfg,
+                );
+            if finished[s].len() < k && extended > 0 && !settled {
                 // Pad a beam that lacks continuations (tiny vocabularies) with dead rows.
                 while extended < k {
                     next_histories.push(Vec::new());
@@ -148,4 +156,33 @@ pub fn beam_search(
             hyps
         })
         .collect()
+}
+
+/// Early stop: whether no live hypothesis of a sentence can still enter its `n_best`.
+///
+/// A live hypothesis with log-probability `score` can only lose probability by growing, and
+/// will end with between `min_len_next` and `bound` tokens (`</s>` included), so its final
+/// normalized score is at most `score / max(lp(min_len_next), lp(bound))` (scores are <= 0 and
+/// the GNMT penalty is monotonic in the length). When the `n_best`-th finished hypothesis
+/// already scores at least that for every live one, decoding this sentence further cannot
+/// change its output: it stops, which saves most of the steps of sentences whose remaining
+/// beams would otherwise run on to the length bound.
+fn cannot_improve(
+    finished: &[Hypothesis],
+    live_scores: &[f32],
+    min_len_next: usize,
+    bound: usize,
+    cfg: &DecodeConfig,
+) -> bool {
+    if finished.len() < cfg.n_best {
+        return false;
+    }
+    let mut normalized: Vec<f64> = finished.iter().map(|h| h.normalized).collect();
+    normalized.sort_by(|a, b| b.total_cmp(a));
+    let nth = normalized[cfg.n_best - 1];
+    let lp = length_penalty(min_len_next, cfg.alpha).max(length_penalty(bound, cfg.alpha));
+    live_scores
+        .iter()
+        .filter(|s| s.is_finite())
+        .all(|&s| (s as f64 / lp) <= nth)
 }
