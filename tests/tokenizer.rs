@@ -112,7 +112,7 @@ fn special_tokens_have_fixed_ids_and_are_not_produced_from_text() {
     for (id, token) in SPECIAL_TOKENS.iter().enumerate() {
         assert_eq!(tok.id_to_token(id as u32).as_deref(), Some(*token));
     }
-    assert_eq!(tok.vocab_size(), 8000);
+    assert_eq!(tok.vocab_size(), TokenizerConfig::default().vocab_size);
     let text = "<s> literal </s> <pad> <unk>";
     let ids = tok.encode(text).unwrap();
     assert!(ids.iter().all(|&id| id > EOS_ID), "{ids:?}");
@@ -281,7 +281,7 @@ fn too_small_vocab_is_a_config_error() {
     let parsed: TokenizerConfig = serde_json::from_str(r#"{"joint":false}"#).unwrap();
     assert_eq!(
         (parsed.vocab_size, parsed.joint, parsed.min_frequency),
-        (8000, false, 2)
+        (TokenizerConfig::default().vocab_size, false, 2)
     );
 }
 

@@ -40,6 +40,7 @@ dropout = 0.1
 vocab_size = 400
 [train]
 batch_tokens = 400
+warmup_steps = 0    # the tests train for tens of updates
 valid_every = 1000
 log_every = 1
 "#;
