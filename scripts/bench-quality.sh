@@ -58,8 +58,9 @@ for ((i = 1; i <= POINTS; i++)); do
     vbleu=$(cut -d, -f6 <<< "$last")
     out=$(TRANSLATE_OPTS="--beam $BEAM ${THREADS:+--threads $THREADS}" \
         scripts/evaluate.sh "$MODEL_DIR" "corpora/$CORPUS.test.tsv") || die "evaluation failed"
-    tbleu=$(grep -m1 '^BLEU' <<< "$out" | sed 's/.*= \([0-9.]*\) .*/\1/')
-    tchrf=$(grep -m1 '^chrF' <<< "$out" | sed 's/.*= \([0-9.]*\).*/\1/')
+    tbleu=$(grep -m1 'BLEU|' <<< "$out" | sed 's/^[^=]*= \([0-9.]*\).*/\1/') || true
+    tchrf=$(grep -m1 'chrF2|' <<< "$out" | sed 's/^[^=]*= \([0-9.]*\).*/\1/') || true
+    [[ -n "$tbleu" && -n "$tchrf" ]] || die "no BLEU/chrF in the evaluation output: $out"
     mins=$(python3 -c "print(f'{$wall/60:.2f}')")
     printf '%s\t%s\t%s\t%s\t%s\n' "$mins" "$step" "$vbleu" "$tbleu" "$tchrf" >> "$table"
     echo "   $mins min | $step updates | valid BLEU (greedy) $vbleu | test BLEU (beam $BEAM) $tbleu | chrF $tchrf"
