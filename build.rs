@@ -23,7 +23,9 @@ fn main() {
             println!("cargo:rustc-link-arg=-ltorch_cuda");
             println!("cargo:rustc-link-arg=-Wl,--as-needed");
         }
-        // Where the test below looks for libtorch_cuda.so.
+        // Where tests/link.rs looks for libtorch_cuda.so.
         println!("cargo:rustc-env=RNMT_LIBTORCH_LIB={}", dir.display());
+    } else {
+        println!("cargo:rustc-env=RNMT_LIBTORCH_LIB=");
     }
 }

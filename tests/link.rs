@@ -20,7 +20,12 @@ fn needed(binary: &str) -> Vec<String> {
 
 #[test]
 fn cuda_backend_is_linked_when_libtorch_has_it() {
-    let lib = Path::new(env!("RNMT_LIBTORCH_LIB"));
+    let lib = env!("RNMT_LIBTORCH_LIB");
+    assert!(
+        !lib.is_empty(),
+        "torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)"
+    );
+    let lib = Path::new(lib);
     let has_cuda = lib.join("libtorch_cuda.so").exists();
     for bin in [
         env!("CARGO_BIN_EXE_rnmt-train"),
