@@ -93,6 +93,8 @@ pub struct Trainer<'a> {
     pub data: &'a Prepared,
     /// Set from a signal handler to stop after the current update.
     pub stop: &'a AtomicBool,
+    /// Warm-up, plateau decay and early stopping, from `config.train`.
+    schedule: Schedule,
     /// Write progress lines to stderr.
     pub verbose: bool,
 }
@@ -132,10 +134,6 @@ impl<'a> Trainer<'a> {
             tokens: 0,
             train_seconds: 0.0,
         };
-        if t.unigram_output_bias {
-            let prior = crate::data::target_log_prior(&data.train, config.model.tgt_vocab);
-            model.set_output_prior(&tch::Tensor::from_slice(&prior).to_device(device));
-        }
         if let Some(last) = checkpoint::last_dir(model_dir) {
             let trainer_file = last.join(TRAINER_FILE);
             let text =
@@ -145,8 +143,13 @@ impl<'a> Trainer<'a> {
             checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
+        } else if t.unigram_output_bias {
+            // A fresh model only: a resumed one has its trained bias from last/.
+            let prior = crate::data::target_log_prior(&data.train, config.model.tgt_vocab);
+            model.set_output_prior(&tch::Tensor::from_slice(&prior).to_device(device));
         }
-        opt.config.lr = Schedule::new(&config.train).lr_at(&state.schedule, state.step);
+        let schedule = Schedule::new(&config.train);
+        opt.config.lr = schedule.lr_at(&state.schedule, state.step);
         Ok(Trainer {
             config,
             model_dir: model_dir.to_path_buf(),
@@ -157,6 +160,7 @@ impl<'a> Trainer<'a> {
             state,
             data,
             stop,
+            schedule,
             verbose: true,
         })
     }
@@ -290,7 +294,7 @@ impl<'a> Trainer<'a> {
         let start = Instant::now();
         let t = &self.config.train;
         tch::manual_seed(seed_for_step(t.seed, self.state.step));
-        self.opt.config.lr = Schedule::new(t).lr_at(&self.state.schedule, self.state.step);
+        self.opt.config.lr = self.schedule.lr_at(&self.state.schedule, self.state.step);
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.data.train[i]).collect();
         let batch = Batch::new(&examples, self.device);
         let out = self
@@ -337,7 +341,7 @@ impl<'a> Trainer<'a> {
             checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
         }
         if schedule {
-            Schedule::new(&self.config.train).observe(&mut self.state.schedule, v.bleu);
+            self.schedule.observe(&mut self.state.schedule, v.bleu);
         }
         self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
         self.save_last()?;

@@ -131,23 +131,20 @@ impl Seq2Seq {
     ) -> Tensor {
         let tgt_len = tgt_in.size()[1];
         let mut state = self.initial_state(enc);
-        if teacher_forcing >= 1.0 && self.decoder.can_fuse() {
+        // Under full teacher forcing every input is known: embed all of them in one go.
+        let gold_emb = (teacher_forcing >= 1.0).then(|| {
+            self.tgt_embed
+                .forward(tgt_in)
+                .dropout(self.emb_dropout, train)
+        });
+        if let (Some(emb), true) = (&gold_emb, self.decoder.can_fuse()) {
             // No input feeding: the recurrence reads only the gold inputs, so the whole
             // sequence runs through libtorch's fused RNN and batched attention.
-            let emb = self
-                .tgt_embed
-                .forward(tgt_in)
-                .dropout(self.emb_dropout, train);
-            return self.decoder.forward_fused(&emb, &state, enc, train);
+            return self.decoder.forward_fused(emb, &state, enc, train);
         }
         let cache = self.decoder.prepare(enc);
         let mut outputs = Vec::with_capacity(tgt_len as usize);
-        if teacher_forcing >= 1.0 {
-            // Every input is known: embed and project all of them in one go.
-            let emb = self
-                .tgt_embed
-                .forward(tgt_in)
-                .dropout(self.emb_dropout, train);
+        if let Some(emb) = gold_emb {
             let proj = self.decoder.embed_proj(&emb); // [B, T, G*H]
                                                       // unbind, not select per step: its backward stacks the step gradients once
                                                       // instead of writing each into a zeroed [B, T, G*H] tensor.
