@@ -10,7 +10,9 @@
 //!     weights.safetensors  optimizer.safetensors  trainer.json
 //! ```
 //!
-//! Every file is written to a temporary name and renamed into place. `last/` is replaced as a
+//! Every file is written to a temporary name, flushed to the disk (`fsync`), renamed into
+//! place, and the directory is flushed too, so that a power loss leaves either the old or the
+//! new file under the final name, never an empty one. `last/` is replaced as a
 //! whole: it is written as `last.new/`, the old one moves to `last.old/`, the new one to
 //! `last/`, then `last.old/` is removed; a crash at any point leaves a complete `last/` or
 //! `last.old/`, and [`last_dir`] finds it.
@@ -33,32 +35,41 @@ pub const LAST_DIR: &str = "last";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_FILE: &str = "trainer.json";
+/// The best scheduled weights, kept aside while `model.safetensors` holds a better final
+/// validation's (see [`crate::train::Trainer::run`]).
+pub const SCHEDULED_BEST_FILE: &str = ".model.scheduled.safetensors";
+/// Held locked (`flock`) by the one `rnmt-train` that writes the directory.
+pub const LOCK_FILE: &str = ".lock";
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+pub use crate::atomic::{rename_synced, sync_dir, sync_file, write_atomic};
 
-/// `dir/.name.tmp.ext` next to `path`, keeping the extension (libtorch picks the format by it).
-fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{ext}"))
+/// Takes the exclusive lock of a model directory, held until the returned file is dropped
+/// (the process ends). A second trainer on the same directory gets a one-line error.
+pub fn lock_model_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ModelDir(format!(
+            "{} is in use by another rnmt-train (it holds {}); wait for it or use another --model-dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Saves all variables of `vs` as safetensors, atomically.
 pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
-    let tmp = tmp_name(path);
+    let tmp = crate::atomic::tmp_name(path);
     vs.save(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    sync_file(&tmp)?;
+    rename_synced(&tmp, path)
 }
 
 /// Loads weights into `vs`, checking that the file holds exactly the model's parameters with
@@ -130,7 +141,7 @@ pub fn replace_last(model_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) ->
         rm(&old)?;
         std::fs::rename(&last, &old).map_err(|e| Error::io(&last, e))?;
     }
-    std::fs::rename(&new, &last).map_err(|e| Error::io(&new, e))?;
+    rename_synced(&new, &last)?;
     rm(&old)
 }
 
@@ -155,8 +166,13 @@ pub fn load_model_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
     let tokenizers = Tokenizers::load_dir(dir)?;
     check_vocab(&config, &tokenizers, dir)?;
     config.model.validate()?;
+    if device == Device::Cpu {
+        if let Some(available) = crate::memory::available_bytes() {
+            config.model.check_fits(available, 4)?;
+        }
+    }
     let mut vs = VarStore::new(device);
-    let model = Seq2Seq::new(&vs.root(), &config.model);
+    let model = crate::model::build(&vs.root(), &config.model)?;
     load_weights(&mut vs, &dir.join(MODEL_FILE))?;
     vs.freeze();
     Ok(LoadedModel {

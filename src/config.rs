@@ -131,7 +131,53 @@ impl Default for ModelConfig {
     }
 }
 
+/// Largest embedding or hidden size accepted (a typo such as `hidden=1000000` would otherwise
+/// ask libtorch for terabytes).
+pub const MAX_WIDTH: usize = 16_384;
+/// Most stacked layers accepted in the encoder or the decoder.
+pub const MAX_LAYERS: usize = 64;
+/// Largest vocabulary accepted.
+pub const MAX_VOCAB: usize = 1 << 20;
+
 impl ModelConfig {
+    /// The number of parameters a model of this config has (the same count as the var store
+    /// after [`crate::model::Seq2Seq::new`]), computed without allocating anything.
+    pub fn parameter_count(&self) -> u64 {
+        let (e, sv, tv) = (
+            self.emb_size as u64,
+            self.src_vocab as u64,
+            self.tgt_vocab as u64,
+        );
+        let enc = &self.encoder;
+        let (eh, eg) = (enc.hidden as u64, enc.cell.gates() as u64);
+        let mut n = sv * e + tv * e;
+        for l in 0..enc.layers as u64 {
+            let input = if l == 0 { e } else { 2 * eh };
+            n += 2 * eg * eh * (input + eh + 2);
+        }
+        let ctx = 2 * eh;
+        let dec = &self.decoder;
+        let (dh, dg) = (dec.hidden as u64, dec.cell.gates() as u64);
+        n += ctx * dh + dh; // bridge
+        n += match dec.attention {
+            AttentionType::None => 0,
+            AttentionType::Luong => ctx * dh,
+            AttentionType::Bahdanau => ctx * dh + dh * dh + dh,
+        };
+        let feed = match (dec.input_feeding, dec.attention) {
+            (true, _) => dh,
+            (false, AttentionType::None) => ctx,
+            (false, _) => 0,
+        };
+        for l in 0..dec.layers as u64 {
+            let input = if l == 0 { e + feed } else { dh };
+            n += dg * dh * (input + dh + 2);
+        }
+        n += (dh + ctx) * dh + dh; // attentional vector
+        n += if self.tie_target_embeddings { 0 } else { dh * tv } + tv;
+        n
+    }
+
     /// Checks the sizes fit together; the message names the offending key.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -151,6 +197,18 @@ impl ModelConfig {
             if v == 0 {
                 return bad(format!("{k} must be positive"));
             }
+            let most = if k.ends_with("layers") { MAX_LAYERS } else { MAX_WIDTH };
+            if v > most {
+                return bad(format!("{k} is {v}; at most {most} is supported"));
+            }
+        }
+        for (k, v) in [
+            ("model.src_vocab", self.src_vocab),
+            ("model.tgt_vocab", self.tgt_vocab),
+        ] {
+            if v > MAX_VOCAB {
+                return bad(format!("{k} is {v}; at most {MAX_VOCAB} is supported"));
+            }
         }
         for (k, v) in [
             ("model.emb_dropout", self.emb_dropout),
@@ -166,6 +224,22 @@ impl ModelConfig {
                 "model.tie_target_embeddings needs model.emb_size ({}) == model.decoder.hidden ({})",
                 self.emb_size, self.decoder.hidden
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `bytes_per_parameter` bytes for each parameter fit in `available` bytes
+    /// of memory: 16 to train (weights, gradients and Adam's two moments, before any
+    /// activation), 4 to translate.
+    pub fn check_fits(&self, available: u64, bytes_per_parameter: u64) -> Result<()> {
+        let need = self.parameter_count().saturating_mul(bytes_per_parameter);
+        if need > available {
+            return Err(Error::Config(format!(
+                "the model has {} parameters and needs at least {:.1} GB, more than the {:.1} GB of memory available; use smaller model sizes",
+                self.parameter_count(),
+                need as f64 / 1e9,
+                available as f64 / 1e9
+            )));
         }
         Ok(())
     }
@@ -281,40 +355,60 @@ impl TrainConfig {
     }
 }
 
-/// Decoding options.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// Decoding options; `rnmt-translate` flattens them into its command line, so the defaults
+/// live here only ([`DecodeConfig::DEFAULT`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecodeConfig {
-    /// Beam size; 1 is greedy search.
+    /// Beam size (1 = greedy search).
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.beam)]
     pub beam: usize,
-    /// GNMT length penalty exponent: scores are divided by `((5 + len) / 6)^alpha`.
+    /// Length penalty exponent (GNMT): scores are divided by ((5 + len) / 6)^alpha.
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.alpha)]
     pub alpha: f64,
-    /// Output length bound: `max_len_ratio * source_len + max_len_offset` tokens...
+    /// Output length bound: max-len-ratio * source tokens + max-len-offset...
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_len_ratio)]
     pub max_len_ratio: f64,
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_len_offset)]
     pub max_len_offset: usize,
-    /// ...and never more than this.
+    /// ...and at most this many tokens.
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_len)]
     pub max_len: usize,
-    /// `</s>` is not allowed before this many tokens.
+    /// Do not end a translation before this many tokens.
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.min_len)]
     pub min_len: usize,
-    /// Hypotheses returned per sentence.
+    /// Hypotheses returned per sentence (`rnmt-translate --n-best K`).
+    #[arg(skip = DecodeConfig::DEFAULT.n_best)]
     pub n_best: usize,
+    /// Source lines longer than this many subword tokens are truncated (with a warning).
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_input_tokens)]
+    pub max_input_tokens: usize,
+    /// Bytes read of one input line; the rest of a longer line is skipped (with a warning),
+    /// so memory stays bounded whatever the input.
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_line_bytes)]
+    pub max_line_bytes: usize,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        Self {
-            beam: 5,
-            alpha: 1.0,
-            max_len_ratio: 2.0,
-            max_len_offset: 10,
-            max_len: 256,
-            min_len: 0,
-            n_best: 1,
-        }
+        Self::DEFAULT
     }
 }
 
 impl DecodeConfig {
+    /// The defaults.
+    pub const DEFAULT: DecodeConfig = DecodeConfig {
+        beam: 5,
+        alpha: 1.0,
+        max_len_ratio: 2.0,
+        max_len_offset: 10,
+        max_len: 256,
+        min_len: 0,
+        n_best: 1,
+        max_input_tokens: 250,
+        max_line_bytes: 1 << 16,
+    };
+
     /// The output length bound for a source of `src_len` tokens.
     pub fn max_output_len(&self, src_len: usize) -> usize {
         let bound = (self.max_len_ratio * src_len as f64).ceil() as usize + self.max_len_offset;
@@ -334,6 +428,11 @@ impl DecodeConfig {
         }
         if self.max_len == 0 {
             return Err(Error::Config("max-len must be positive".into()));
+        }
+        if self.max_input_tokens == 0 || self.max_line_bytes == 0 {
+            return Err(Error::Config(
+                "max-input-tokens and max-line-bytes must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -360,28 +459,13 @@ impl Config {
         parsed.map_err(|m| Error::Config(format!("{}: {m}", path.display())))
     }
 
-    /// Applies `key.path=value` overrides; `value` is parsed as JSON when it can be (numbers,
-    /// booleans, `null`) and taken as a string otherwise.
+    /// Applies `key.path=value` overrides (see [`Stated::set_override`]).
     pub fn with_overrides(self, overrides: &[String]) -> Result<Self> {
-        if overrides.is_empty() {
-            return Ok(self);
-        }
-        let mut value = serde_json::to_value(&self).map_err(|e| Error::Config(e.to_string()))?;
+        let mut stated = Stated::new();
         for o in overrides {
-            let (key, raw) = o
-                .split_once('=')
-                .ok_or_else(|| Error::Config(format!("override '{o}' is not key=value")))?;
-            let mut slot = &mut value;
-            for part in key.split('.') {
-                slot = slot
-                    .as_object_mut()
-                    .and_then(|m| m.get_mut(part))
-                    .ok_or_else(|| Error::Config(format!("unknown config key '{key}'")))?;
-            }
-            *slot = serde_json::from_str(raw)
-                .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+            stated.set_override(o)?;
         }
-        serde_json::from_value(value).map_err(|e| Error::Config(format!("override: {e}")))
+        stated.apply_to(&self)
     }
 
     /// Reads `config.json` from a model directory.
@@ -399,9 +483,172 @@ impl Config {
 
     /// Writes `config.json` atomically.
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| Error::json(crate::checkpoint::CONFIG_FILE, e))?;
         crate::checkpoint::write_atomic(&dir.join(crate::checkpoint::CONFIG_FILE), text.as_bytes())
     }
+}
+
+/// The keys a command states: the leaves of a `--config` file, `--set` overrides and flags,
+/// as a JSON object tree (`{"train": {"lr": 0.001}}`). Unknown keys are errors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stated(serde_json::Value);
+
+impl Stated {
+    /// Nothing stated.
+    pub fn new() -> Self {
+        Stated(serde_json::Value::Object(Default::default()))
+    }
+
+    /// The keys of a TOML (`.toml`) or JSON config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Config::from_file(path)?; // unknown keys and bad values, with the file's name
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+        };
+        Ok(Stated(value))
+    }
+
+    /// States `key.path=value`; `value` is parsed as JSON when it can be (numbers, booleans,
+    /// `null`) and taken as a string otherwise.
+    pub fn set_override(&mut self, o: &str) -> Result<()> {
+        let (key, raw) = o
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("override '{o}' is not key=value")))?;
+        let value = serde_json::from_str(raw)
+            .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        self.set(key, value)
+    }
+
+    /// States `key` (a dotted path that must exist in [`Config`]) with `value`.
+    pub fn set(&mut self, key: &str, value: serde_json::Value) -> Result<()> {
+        let known = serde_json::to_value(Config::default()).map_err(|e| Error::json("the default config", e))?;
+        let mut probe = &known;
+        for part in key.split('.') {
+            probe = probe
+                .get(part)
+                .ok_or_else(|| Error::Config(format!("unknown config key '{key}'")))?;
+        }
+        let mut slot = &mut self.0;
+        for part in key.split('.') {
+            if !slot.is_object() {
+                *slot = serde_json::Value::Object(Default::default());
+            }
+            slot = slot
+                .as_object_mut()
+                .expect("an object")
+                .entry(part.to_string())
+                .or_insert(serde_json::Value::Null);
+        }
+        *slot = value;
+        Ok(())
+    }
+
+    /// `base` with the stated keys laid over it.
+    pub fn apply_to(&self, base: &Config) -> Result<Config> {
+        let mut value = serde_json::to_value(base).map_err(|e| Error::json("the config", e))?;
+        merge(&mut value, &self.0);
+        serde_json::from_value(value).map_err(|e| Error::Config(format!("override: {e}")))
+    }
+}
+
+/// Lays `over` onto `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The leaves of a JSON tree as `(dotted.key, value)`.
+fn leaves(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaves(v, &key, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+/// One setting a resumed run changes, applied from the resumed update on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: String,
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.key, self.from, self.to)
+    }
+}
+
+/// Settings that may change when a run resumes: they act from the next update on and do not
+/// change what was computed so far. Everything else in `model`, `data` and `train` fixes the
+/// model's shape, its tokenizers or the order of the data (`train.seed`,
+/// `train.batch_tokens`), and a resumed run cannot honour a new value.
+pub const CHANGEABLE_ON_RESUME: &[&str] = &[
+    "train.lr",
+    "train.warmup_steps",
+    "train.adam_beta1",
+    "train.adam_beta2",
+    "train.adam_eps",
+    "train.weight_decay",
+    "train.clip_norm",
+    "train.label_smoothing",
+    "train.unigram_output_bias",
+    "train.teacher_forcing",
+    "train.valid_every",
+    "train.lr_decay",
+    "train.lr_patience",
+    "train.min_lr",
+    "train.patience",
+    "train.valid_bleu_sentences",
+    "train.log_every",
+];
+
+/// Budgets belong to each command: a resumed run takes this command's (or the defaults).
+pub const BUDGETS: &[&str] = &["train.max_steps", "train.max_epochs", "train.max_time"];
+
+/// The resume policy: the config of a run that resumes from `saved` when this command states
+/// `stated`. Budgets come from the command (`budgets`, already resolved with defaults); a
+/// changed key of [`CHANGEABLE_ON_RESUME`] is applied and returned as a [`Change`] (to log and
+/// record); any other changed key is an error naming it. Vocabulary sizes stay as saved (they
+/// come from the tokenizers).
+pub fn resume_config(saved: &Config, stated: &Stated, budgets: &TrainConfig) -> Result<(Config, Vec<Change>)> {
+    let mut wanted = stated.apply_to(saved)?;
+    wanted.model.src_vocab = saved.model.src_vocab;
+    wanted.model.tgt_vocab = saved.model.tgt_vocab;
+    wanted.train.max_steps = budgets.max_steps;
+    wanted.train.max_epochs = budgets.max_epochs;
+    wanted.train.max_time = budgets.max_time.clone();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    leaves(&serde_json::to_value(saved).map_err(|e| Error::json("the saved config", e))?, "", &mut before);
+    leaves(&serde_json::to_value(&wanted).map_err(|e| Error::json("the config", e))?, "", &mut after);
+    let mut changes = Vec::new();
+    for ((key, from), (_, to)) in before.into_iter().zip(after) {
+        if from == to || BUDGETS.contains(&key.as_str()) {
+            continue;
+        }
+        if !CHANGEABLE_ON_RESUME.contains(&key.as_str()) {
+            return Err(Error::Config(format!(
+                "{key} cannot change when resuming (saved {from}, now {to}): it fixes the model, its tokenizers or the data order; resume with {from} or train in a new --model-dir"
+            )));
+        }
+        changes.push(Change { key, from, to });
+    }
+    Ok((wanted, changes))
 }
 
 /// Parses `90`, `90s`, `10m`, `1.5h` into seconds.

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::batch::Example;
 use crate::config::DataConfig;
 use crate::corpus::{self, CorpusSource, Pair, ReadOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tokenizer::{Tokenizers, JOINT_FILE, SRC_FILE};
 
 /// Where the training and validation pairs come from.
@@ -15,6 +15,9 @@ pub struct DataSpec {
     pub valid: CorpusSource,
     /// Skip malformed lines (counted and reported) instead of stopping at the first.
     pub skip_bad_lines: bool,
+    /// Reuse the tokenizers found in the model directory (when resuming); otherwise they are
+    /// trained anew and replace any there.
+    pub reuse_tokenizers: bool,
 }
 
 /// Encoded training and validation data.
@@ -61,8 +64,9 @@ pub fn target_log_prior(examples: &[Example], vocab: usize) -> Vec<f32> {
     counts.iter().map(|c| (c / total).ln() as f32).collect()
 }
 
-/// Reads, tokenizes and filters. Tokenizers found in `model_dir` are reused (resuming);
-/// otherwise they are trained on the training pairs and saved there.
+/// Reads, tokenizes and filters. With `spec.reuse_tokenizers` the tokenizers in `model_dir`
+/// are used; otherwise they are trained on the training pairs and saved there. A training set
+/// that the filters empty is an error.
 pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepared> {
     let opts = ReadOptions {
         normalization: cfg.normalization,
@@ -88,9 +92,10 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
         report.push(format!("valid: {skipped}"));
     }
 
-    let tokenizers = if [JOINT_FILE, SRC_FILE]
-        .iter()
-        .any(|f| model_dir.join(f).exists())
+    let tokenizers = if spec.reuse_tokenizers
+        && [JOINT_FILE, SRC_FILE]
+            .iter()
+            .any(|f| model_dir.join(f).exists())
     {
         report.push(format!(
             "tokenizers: reusing those in {}",
@@ -99,7 +104,7 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
         Tokenizers::load_dir(model_dir)?
     } else {
         let start = std::time::Instant::now();
-        let t = Tokenizers::train(&train_pairs, &cfg.tokenizer)?;
+        let (t, cut) = Tokenizers::train_counting_cuts(&train_pairs, &cfg.tokenizer)?;
         t.save_dir(model_dir)?;
         report.push(format!(
             "tokenizers: trained {} BPE, vocabulary {}/{} in {:.1}s",
@@ -108,22 +113,32 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
             t.tgt().vocab_size(),
             start.elapsed().as_secs_f64()
         ));
+        if cut > 0 {
+            report.push(format!(
+                "tokenizers: {cut} word(s) longer than {} characters were cut to that length for tokenizer training (they are still encoded whole)",
+                crate::tokenizer::MAX_TRAINING_WORD_CHARS
+            ));
+        }
         t
     };
 
-    let (train_pairs, filtered) = corpus::filter(train_pairs, &cfg.filter, |side, text| {
-        let t = if side == corpus::Side::Source {
-            tokenizers.src()
-        } else {
-            tokenizers.tgt()
-        };
-        t.encode(text).map(|ids| ids.len()).unwrap_or(usize::MAX)
-    });
-    report.push(format!(
-        "train: {filtered}; {} pairs kept",
-        train_pairs.len()
-    ));
-    let train = encode_pairs(&tokenizers, &train_pairs)?;
+    // Tokenized once: the length filters read the same ids the model trains on.
+    let ids = encode_pairs(&tokenizers, &train_pairs)?;
+    let read = train_pairs.len();
+    let (kept, filtered) = corpus::filter_items(
+        train_pairs.into_iter().zip(ids).collect(),
+        &cfg.filter,
+        |(p, _)| p,
+        |(_, e)| (e.src.len(), e.tgt.len()),
+    );
+    report.push(format!("train: {filtered}; {} pairs kept", kept.len()));
+    if kept.is_empty() {
+        return Err(Error::Input(format!(
+            "train: the filters removed all {read} pairs ({filtered}); loosen data.filter (max_len, max_ratio) or check {}",
+            spec.train
+        )));
+    }
+    let train = kept.into_iter().map(|(_, e)| e).collect();
     let valid = encode_pairs(&tokenizers, &valid_pairs)?;
     let valid_refs = valid_pairs.into_iter().map(|p| p.tgt).collect();
     Ok(Prepared {

@@ -1,16 +1,22 @@
-//! Typed errors of the library. Binaries wrap them in `anyhow` and print the cause chain.
+//! Typed errors of the library. Binaries print them with [`crate::cli`], which walks the
+//! cause chain once: a variant names what failed and keeps its cause in a `#[source]` field,
+//! never also in its own message.
 use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in rnmt's library code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    /// An I/O operation on `path` failed.
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+    /// A bad configuration value; the message names the key.
     #[error("config: {0}")]
     Config(String),
+    /// A model directory that is not usable as it is.
     #[error("model directory: {0}")]
     ModelDir(String),
     #[error(transparent)]
@@ -19,14 +25,42 @@ pub enum Error {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
+    /// Copying a tensor from the device to the host failed (`what` names the tensor).
+    #[error("copying the {what} to the host")]
+    ToHost {
+        what: String,
+        #[source]
+        source: tch::TchError,
+    },
+    /// Writing or reading JSON (`what` names the file or the value).
+    #[error("{what}: JSON")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing a CSV file.
+    #[error("{}", path.display())]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
     #[error("training diverged: the {what} is {value} at update {step}; the best checkpoint is untouched (try a lower train.lr or train.clip_norm)")]
     NonFinite {
         step: u64,
         what: &'static str,
         value: f64,
     },
+    /// The model gave NaN or infinite scores while decoding (broken weights).
+    #[error("the model's scores are not finite (NaN or infinity) at output step {step}: its weights are broken, e.g. by a diverged training run")]
+    NonFiniteScores { step: usize },
+    /// A stop was requested (Ctrl-C, SIGTERM) while a long operation ran.
+    #[error("interrupted")]
+    Interrupted,
+    /// Bad input data (names the input and line).
     #[error("{0}")]
     Input(String),
 }
@@ -36,6 +70,14 @@ impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A JSON error while handling `what`.
+    pub fn json(what: impl std::fmt::Display, source: serde_json::Error) -> Self {
+        Error::Json {
+            what: what.to_string(),
             source,
         }
     }

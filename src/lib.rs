@@ -25,8 +25,10 @@
 //! 9. **Score** with sacrebleu-compatible BLEU and chrF ([`metrics`]).
 //!
 //! Tensor shapes are documented on every public function as `[batch, src_len, 2*hidden]`.
+pub mod atomic;
 pub mod batch;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod corpus;
 pub mod data;
@@ -36,6 +38,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod panic;
 pub mod rng;
 pub mod schedule;
 pub mod search;

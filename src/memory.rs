@@ -9,6 +9,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Memory the system can still give this process (`MemAvailable` of `/proc/meminfo`), where
+/// Linux provides it.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// `peak memory 1.23 GB`, or an empty string where unknown.
 pub fn peak_report() -> String {
     match peak_rss_bytes() {

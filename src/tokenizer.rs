@@ -44,6 +44,39 @@ pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<unk>", "<s>", "</s>"];
 /// Smallest usable vocabulary: the special tokens and the 256 byte symbols.
 pub const MIN_VOCAB_SIZE: usize = SPECIAL_TOKENS.len() + 256;
 
+/// Longest word (a run of non-whitespace characters) the BPE trainer sees. Its merge search is
+/// superlinear in word length (a 100,000-character word took 4.4 s, a million over 25
+/// minutes), so longer words are cut to this many characters for tokenizer training only;
+/// encoding still reads every character.
+pub const MAX_TRAINING_WORD_CHARS: usize = 100;
+
+/// `text` with every whitespace-separated word longer than `max_chars` characters cut to its
+/// first `max_chars`, and how many words were cut.
+pub fn cap_long_words(text: &str, max_chars: usize) -> (std::borrow::Cow<'_, str>, usize) {
+    let too_long = |w: &str| w.chars().nth(max_chars).is_some();
+    if !text.split_whitespace().any(too_long) {
+        return (std::borrow::Cow::Borrowed(text), 0);
+    }
+    let mut out = String::with_capacity(text.len().min(1 << 16));
+    let mut cut = 0;
+    let mut run = 0; // characters of the current word written so far
+    let mut cutting = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            run = 0;
+            cutting = false;
+            out.push(c);
+        } else if run < max_chars {
+            run += 1;
+            out.push(c);
+        } else if !cutting {
+            cutting = true;
+            cut += 1;
+        }
+    }
+    (std::borrow::Cow::Owned(out), cut)
+}
+
 /// File name of a joint tokenizer in a model directory.
 pub const JOINT_FILE: &str = "tokenizer.json";
 /// File name of the source tokenizer when source and target vocabularies are separate.
@@ -218,7 +251,15 @@ impl SubwordTokenizer {
         fs::rename(&tmp, path).map_err(|cause| {
             let _ = fs::remove_file(&tmp);
             io_err(&tmp, format!("rename to {}", path.display()))(cause)
-        })
+        })?;
+        // Flush the rename too: a power loss must not leave an empty file under the name.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir, "sync directory".into()))
     }
 
     /// Loads a tokenizer saved by [`SubwordTokenizer::save`] (or any `tokenizer.json` with the
@@ -234,7 +275,12 @@ impl SubwordTokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let inner: Tokenizer = json.parse().map_err(|e| invalid(one_line(e)))?;
+        // The `tokenizers` deserializer can panic on malformed input (a file cut inside its
+        // "decoder" object did): check the JSON first, and contain a panic all the same.
+        serde_json::from_str::<serde_json::Value>(&json).map_err(|e| invalid(one_line(e)))?;
+        let inner: Tokenizer = crate::panic::contain(|| json.parse::<Tokenizer>())
+            .map_err(|m| invalid(format!("the tokenizers library failed on it: {m}")))?
+            .map_err(|e| invalid(one_line(e)))?;
         Self::from_inner(inner).map_err(invalid)
     }
 
@@ -245,11 +291,6 @@ impl SubwordTokenizer {
             .encode_fast(text, false)
             .map_err(|e| TokenizerError::Encode(one_line(e)))?;
         Ok(enc.get_ids().to_vec())
-    }
-
-    /// Number of tokens of `text` (e.g. for [`crate::corpus::filter`]).
-    pub fn count_tokens(&self, text: &str) -> Result<usize, TokenizerError> {
-        Ok(self.encode(text)?.len())
     }
 
     /// The text of `ids`, special tokens skipped. An id outside the vocabulary is an error.
@@ -320,18 +361,34 @@ impl Tokenizers {
     }
 
     /// Trains on `pairs`: one vocabulary on sources and targets together if `cfg.joint`,
-    /// else one per side, each of `cfg.vocab_size`.
+    /// else one per side, each of `cfg.vocab_size`. Words longer than
+    /// [`MAX_TRAINING_WORD_CHARS`] are cut for training.
     pub fn train(pairs: &[Pair], cfg: &TokenizerConfig) -> Result<Self, TokenizerError> {
-        let srcs = pairs.iter().map(|p| p.src.as_str());
-        let tgts = pairs.iter().map(|p| p.tgt.as_str());
-        if cfg.joint {
-            Ok(Self::joint(SubwordTokenizer::train(srcs.chain(tgts), cfg)?))
+        Self::train_counting_cuts(pairs, cfg).map(|(t, _)| t)
+    }
+
+    /// [`Tokenizers::train`], also returning how many words were cut for training.
+    pub fn train_counting_cuts(
+        pairs: &[Pair],
+        cfg: &TokenizerConfig,
+    ) -> Result<(Self, usize), TokenizerError> {
+        let cut = std::sync::atomic::AtomicUsize::new(0);
+        let capped = |text: &'_ str| {
+            let (t, n) = cap_long_words(text, MAX_TRAINING_WORD_CHARS);
+            cut.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            t.into_owned()
+        };
+        let srcs = pairs.iter().map(|p| capped(&p.src));
+        let tgts = pairs.iter().map(|p| capped(&p.tgt));
+        let tok = if cfg.joint {
+            Self::joint(SubwordTokenizer::train(srcs.chain(tgts), cfg)?)
         } else {
-            Ok(Self::separate(
+            Self::separate(
                 SubwordTokenizer::train(srcs, cfg)?,
                 SubwordTokenizer::train(tgts, cfg)?,
-            ))
-        }
+            )
+        };
+        Ok((tok, cut.into_inner()))
     }
 
     /// The source-side tokenizer.

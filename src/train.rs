@@ -20,7 +20,8 @@ use tch::{nn::VarStore, Device};
 
 use crate::batch::{epoch_batches, Batch, Example};
 use crate::checkpoint::{
-    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE, WEIGHTS_FILE,
+    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE,
+    WEIGHTS_FILE,
 };
 use crate::config::{parse_duration, Config};
 use crate::data::Prepared;
@@ -49,6 +50,11 @@ pub struct TrainerState {
     /// Target tokens and seconds spent in updates, over all runs.
     pub tokens: u64,
     pub train_seconds: f64,
+    /// Set while `model.safetensors` holds the weights of the validation at the end of a run
+    /// (which beat `best_bleu`, the best scheduled validation): `(step, BLEU)`. See
+    /// [`Trainer::run`] for why it is kept apart.
+    #[serde(default)]
+    pub final_best: Option<(u64, f64)>,
 }
 
 /// Why a run ended.
@@ -83,20 +89,20 @@ pub struct Outcome {
 
 /// A training run over prepared data, writing to a model directory.
 pub struct Trainer<'a> {
-    pub config: Config,
-    pub model_dir: PathBuf,
-    pub device: Device,
-    pub vs: VarStore,
-    pub model: Seq2Seq,
-    pub opt: Adam,
-    pub state: TrainerState,
-    pub data: &'a Prepared,
-    /// Set from a signal handler to stop after the current update.
-    pub stop: &'a AtomicBool,
+    config: Config,
+    model_dir: PathBuf,
+    device: Device,
+    vs: VarStore,
+    model: Seq2Seq,
+    opt: Adam,
+    state: TrainerState,
+    data: &'a Prepared,
+    /// Set from a signal handler: the run stops after the current update or validation batch.
+    stop: &'a AtomicBool,
     /// Warm-up, plateau decay and early stopping, from `config.train`.
     schedule: Schedule,
     /// Write progress lines to stderr.
-    pub verbose: bool,
+    verbose: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -110,9 +116,14 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         config.model.validate()?;
         config.train.validate()?;
+        if device == Device::Cpu {
+            if let Some(available) = crate::memory::available_bytes() {
+                config.model.check_fits(available, 16)?;
+            }
+        }
         tch::manual_seed(config.train.seed as i64);
         let mut vs = VarStore::new(device);
-        let model = Seq2Seq::new(&vs.root(), &config.model);
+        let model = crate::model::build(&vs.root(), &config.model)?;
         let t = &config.train;
         let mut opt = Adam::new(
             &vs,
@@ -133,6 +144,7 @@ impl<'a> Trainer<'a> {
             schedule: ScheduleState::new(t.lr),
             tokens: 0,
             train_seconds: 0.0,
+            final_best: None,
         };
         if let Some(last) = checkpoint::last_dir(model_dir) {
             let trainer_file = last.join(TRAINER_FILE);
@@ -140,6 +152,12 @@ impl<'a> Trainer<'a> {
                 std::fs::read_to_string(&trainer_file).map_err(|e| Error::io(&trainer_file, e))?;
             state = serde_json::from_str(&text)
                 .map_err(|e| Error::ModelDir(format!("{}: {e}", trainer_file.display())))?;
+            // A crash between moving the scheduled best aside and recording it: put it back.
+            let aside = model_dir.join(SCHEDULED_BEST_FILE);
+            if state.final_best.is_none() && aside.exists() {
+                let model = model_dir.join(MODEL_FILE);
+                std::fs::rename(&aside, &model).map_err(|e| Error::io(&model, e))?;
+            }
             checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
@@ -165,6 +183,42 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Progress lines on stderr (default on).
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.verbose = verbose;
+    }
+
+    /// The progress so far (at step 0 for a fresh model).
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// Number of trainable parameters.
+    pub fn parameter_count(&self) -> i64 {
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
+    }
+
+    /// Applies settings a resumed run changed ([`crate::config::resume_config`]) to the
+    /// saved progress: a new `train.lr` becomes the peak learning rate from now on (replacing
+    /// earlier plateau decays), and a new `train.patience` re-decides early stopping.
+    pub fn apply_changes(&mut self, changes: &[crate::config::Change]) {
+        let t = &self.config.train;
+        for c in changes {
+            match c.key.as_str() {
+                "train.lr" => self.state.schedule.lr = t.lr,
+                "train.patience" => {
+                    self.state.schedule.stopped_early =
+                        t.patience > 0 && self.state.schedule.bad_validations >= t.patience
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn log(&self, msg: &str) {
         if self.verbose {
             eprintln!("{msg}");
@@ -172,6 +226,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains until a budget, early stopping, or the stop flag ends the run.
+    ///
+    /// `model.safetensors` is the best of the *scheduled* validations (every `valid_every`
+    /// updates and at every epoch end), plus one exception: the extra validation when a run
+    /// stops may beat it, and then its weights become `model.safetensors` while the scheduled
+    /// best is kept aside (`.model.scheduled.safetensors`). The next validation of a resumed
+    /// run settles it as one uninterrupted run would have: a scheduled improvement replaces
+    /// both, otherwise the scheduled best comes back. So a run cut into pieces by budgets
+    /// ends with the same `model.safetensors` as one run that stops where the last piece does.
     pub fn run(&mut self) -> Result<Outcome> {
         let t = self.config.train.clone();
         let max_time = t.max_time.as_deref().map(parse_duration).transpose()?;
@@ -184,83 +246,96 @@ impl<'a> Trainer<'a> {
                 last_validation: None,
             });
         }
+        let first_step = self.state.step;
         let per_epoch = epoch_batches(examples, t.batch_tokens, t.seed, 0).len() as u64;
         let total = t.max_steps.or(t.max_epochs.map(|e| e * per_epoch));
         let bar = self.progress_bar(total);
         let mut last_validation = None;
         let mut validated_at = None;
-        let mut window = (0.0f64, 0usize, Instant::now(), 0usize); // loss sum, tokens, since, updates
-        let reason = 'outer: loop {
-            if t.max_epochs.is_some_and(|m| self.state.epoch >= m) {
-                break StopReason::MaxEpochs;
-            }
-            let batches = epoch_batches(examples, t.batch_tokens, t.seed, self.state.epoch);
-            while self.state.batch_in_epoch < batches.len() {
-                if t.max_steps.is_some_and(|m| self.state.step >= m) {
-                    break 'outer StopReason::MaxSteps;
+        let mut window = Window::new();
+        let result: Result<StopReason> = (|| {
+            Ok('outer: loop {
+                if t.max_epochs.is_some_and(|m| self.state.epoch >= m) {
+                    break StopReason::MaxEpochs;
                 }
-                if max_time.is_some_and(|m| started.elapsed() >= m) {
-                    break 'outer StopReason::MaxTime;
-                }
-                if self.stop.load(Ordering::SeqCst) {
-                    break 'outer StopReason::Interrupted;
-                }
-                let idx = &batches[self.state.batch_in_epoch];
-                let (loss, tokens, secs) = self.update(idx)?;
-                window.0 += loss * tokens as f64;
-                window.1 += tokens;
-                window.3 += 1;
-                self.state.tokens += tokens as u64;
-                self.state.train_seconds += secs;
-                self.state.batch_in_epoch += 1;
-                self.state.step += 1;
-                if let Some(bar) = &bar {
-                    bar.set_position(self.state.step);
-                    bar.set_message(format!(
-                        "loss {loss:.3} | {:.0} tok/s",
-                        window.1 as f64 / window.2.elapsed().as_secs_f64()
-                    ));
-                } else if self.state.step.is_multiple_of(t.log_every as u64) {
-                    self.log(&format!(
-                        "step {} | epoch {} | loss {:.4} | {:.0} tgt tok/s | lr {:.2e} | {:.0}s",
-                        self.state.step,
-                        self.state.epoch + 1,
-                        window.0 / window.1.max(1) as f64,
-                        window.1 as f64 / window.2.elapsed().as_secs_f64(),
-                        self.opt.config.lr,
-                        started.elapsed().as_secs_f64()
-                    ));
-                    window = (0.0, 0, Instant::now(), 0);
-                }
-                if self.state.step.is_multiple_of(t.valid_every as u64) {
-                    let v = self.validate_and_save(true, bar.as_ref())?;
-                    last_validation = Some(v);
-                    validated_at = Some(self.state.step);
-                    window = (0.0, 0, Instant::now(), 0);
-                    if self.state.schedule.stopped_early {
-                        break 'outer StopReason::EarlyStopping;
+                let batches = epoch_batches(examples, t.batch_tokens, t.seed, self.state.epoch);
+                while self.state.batch_in_epoch < batches.len() {
+                    if t.max_steps.is_some_and(|m| self.state.step >= m) {
+                        break 'outer StopReason::MaxSteps;
+                    }
+                    if max_time.is_some_and(|m| started.elapsed() >= m) {
+                        break 'outer StopReason::MaxTime;
+                    }
+                    if self.stop.load(Ordering::SeqCst) {
+                        break 'outer StopReason::Interrupted;
+                    }
+                    let idx = &batches[self.state.batch_in_epoch];
+                    let (loss, tokens, secs) = self.update(idx)?;
+                    window.add(loss, tokens);
+                    self.state.tokens += tokens as u64;
+                    self.state.train_seconds += secs;
+                    self.state.batch_in_epoch += 1;
+                    self.state.step += 1;
+                    if let Some(bar) = &bar {
+                        bar.set_position(self.state.step);
+                        bar.set_message(format!("loss {loss:.3} | {:.0} tok/s", window.tokens_per_s()));
+                    } else if self.state.step.is_multiple_of(t.log_every as u64) {
+                        self.log(&format!(
+                            "step {} | epoch {} | loss {:.4} | {:.0} tgt tok/s | lr {:.2e} | {:.0}s",
+                            self.state.step,
+                            self.state.epoch + 1,
+                            window.loss(),
+                            window.tokens_per_s(),
+                            self.opt.config.lr,
+                            started.elapsed().as_secs_f64()
+                        ));
+                        window = Window::new();
+                    }
+                    if self.state.step.is_multiple_of(t.valid_every as u64) {
+                        last_validation = Some(self.validate_and_save(true, bar.as_ref())?);
+                        validated_at = Some(self.state.step);
+                        window = Window::new();
+                        if self.state.schedule.stopped_early {
+                            break 'outer StopReason::EarlyStopping;
+                        }
                     }
                 }
-            }
-            self.state.epoch += 1;
-            self.state.batch_in_epoch = 0;
-            if validated_at != Some(self.state.step) {
-                let v = self.validate_and_save(true, bar.as_ref())?;
-                last_validation = Some(v);
-                validated_at = Some(self.state.step);
-                if self.state.schedule.stopped_early {
-                    break StopReason::EarlyStopping;
+                self.state.epoch += 1;
+                self.state.batch_in_epoch = 0;
+                if validated_at != Some(self.state.step) {
+                    last_validation = Some(self.validate_and_save(true, bar.as_ref())?);
+                    validated_at = Some(self.state.step);
+                    if self.state.schedule.stopped_early {
+                        break StopReason::EarlyStopping;
+                    }
                 }
-            }
-        };
+            })
+        })();
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
-        // A final look that does not touch the schedule, so a run cut into pieces behaves
-        // like one run; it also guarantees a model.safetensors exists.
-        if validated_at != Some(self.state.step) || !self.model_dir.join(MODEL_FILE).exists() {
-            last_validation = Some(self.validate_and_save(false, None)?);
-        } else {
+        let reason = match result {
+            Ok(reason) => reason,
+            // A signal during a validation: stop now, without finishing it.
+            Err(Error::Interrupted) => StopReason::Interrupted,
+            Err(e) => return Err(e),
+        };
+        let model_exists = self.model_dir.join(MODEL_FILE).exists();
+        let updated = self.state.step > first_step;
+        if reason == StopReason::Interrupted {
+            // No final validation: Ctrl-C means now. A model to translate with exists anyway.
+            if !model_exists {
+                checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
+            }
+            self.save_last()?;
+        } else if (updated && validated_at != Some(self.state.step)) || !model_exists {
+            // A final look that does not touch the schedule (see above).
+            match self.validate_and_save(false, None) {
+                Ok(v) => last_validation = Some(v),
+                Err(Error::Interrupted) => self.save_last()?,
+                Err(e) => return Err(e),
+            }
+        } else if updated {
             self.save_last()?;
         }
         Ok(Outcome {
@@ -323,26 +398,72 @@ impl<'a> Trainer<'a> {
 
     /// Validation loss, perplexity and greedy BLEU on the validation set.
     pub fn validate(&self) -> Result<Validation> {
-        validate(&self.model, self.data, &self.config, self.device)
+        validate(
+            &self.model,
+            self.data,
+            &self.config,
+            self.device,
+            self.state.step,
+            self.stop,
+        )
     }
 
-    /// Validates; with `schedule`, updates best/patience/lr; saves `last/` and, when BLEU
-    /// improved, `model.safetensors`; appends to `metrics.csv`.
+    /// [`Error::NonFinite`] when a parameter is NaN or infinite (a finite but exploding loss
+    /// can get there without tripping the loss check).
+    fn check_parameters(&self) -> Result<()> {
+        let broken = tch::no_grad(|| {
+            self.vs
+                .trainable_variables()
+                .iter()
+                .any(|t| t.isfinite().logical_not().any().int64_value(&[]) != 0)
+        });
+        if broken {
+            return Err(Error::NonFinite {
+                step: self.state.step,
+                what: "model (a parameter)",
+                value: f64::NAN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates; a scheduled validation (`schedule`) updates best/patience/lr and saves
+    /// `model.safetensors` when BLEU improved; the final one of a run may save it too, as
+    /// [`Trainer::run`] explains. Then appends to `metrics.csv` and saves `last/`.
     fn validate_and_save(
         &mut self,
         schedule: bool,
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<Validation> {
+        self.check_parameters()?;
         let v = self.validate()?;
         let improved = self.state.best_bleu.is_none_or(|b| v.bleu > b);
-        if improved {
-            self.state.best_bleu = Some(v.bleu);
-            self.state.best_step = self.state.step;
-            checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
-        }
+        let model = self.model_dir.join(MODEL_FILE);
+        let aside = self.model_dir.join(SCHEDULED_BEST_FILE);
+        let rename = |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(to, e));
         if schedule {
+            if improved {
+                self.state.best_bleu = Some(v.bleu);
+                self.state.best_step = self.state.step;
+                checkpoint::save_weights(&self.vs, &model)?;
+                if aside.exists() {
+                    std::fs::remove_file(&aside).map_err(|e| Error::io(&aside, e))?;
+                }
+            } else if self.state.final_best.is_some() && aside.exists() {
+                rename(&aside, &model)?;
+            }
+            self.state.final_best = None;
             self.schedule.observe(&mut self.state.schedule, v.bleu);
+        } else if improved {
+            if self.state.final_best.is_none() && self.state.best_bleu.is_some() && model.exists() {
+                rename(&model, &aside)?;
+            }
+            checkpoint::save_weights(&self.vs, &model)?;
+            self.state.final_best = Some((self.state.step, v.bleu));
+        } else if self.state.final_best.take().is_some() && aside.exists() {
+            rename(&aside, &model)?;
         }
+        checkpoint::sync_dir(&self.model_dir)?;
         self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
         self.save_last()?;
         let line = format!(
@@ -368,39 +489,48 @@ impl<'a> Trainer<'a> {
             checkpoint::save_weights(&self.vs, &dir.join(WEIGHTS_FILE))?;
             self.opt.save(&dir.join(OPTIMIZER_FILE))?;
             let json = serde_json::to_string_pretty(&self.state)
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .map_err(|e| Error::json(TRAINER_FILE, e))?;
             checkpoint::write_atomic(&dir.join(TRAINER_FILE), json.as_bytes())
         })
     }
 
+    /// Adds this validation's row to `metrics.csv`, rewritten atomically: rows of later steps
+    /// (from progress a crash lost before `last/` was saved) and an earlier row of the same
+    /// step and kind (a re-run) are dropped, so every row is one validation of this run's
+    /// history.
     fn append_metrics(&self, v: &Validation, kind: &str) -> Result<()> {
         let path = self.model_dir.join(METRICS_FILE);
-        let new = !path.exists();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let mut w = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(file);
-        let csv_err = |e: csv::Error| Error::Input(format!("{}: {e}", path.display()));
-        if new {
-            w.write_record([
-                "step",
-                "epoch",
-                "kind",
-                "valid_loss",
-                "valid_ppl",
-                "valid_bleu",
-                "lr",
-                "tgt_tokens_per_s",
-                "train_seconds",
-            ])
-            .map_err(csv_err)?;
-        }
+        let csv_err = |source: csv::Error| Error::Csv {
+            path: path.clone(),
+            source,
+        };
+        let header = [
+            "step",
+            "epoch",
+            "kind",
+            "valid_loss",
+            "valid_ppl",
+            "valid_bleu",
+            "lr",
+            "tgt_tokens_per_s",
+            "train_seconds",
+        ];
         let s = &self.state;
-        w.write_record([
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        if path.exists() {
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_path(&path)
+                .map_err(csv_err)?;
+            for rec in r.records() {
+                let rec = rec.map_err(csv_err)?;
+                let step: u64 = rec.get(0).and_then(|x| x.parse().ok()).unwrap_or(u64::MAX);
+                if step < s.step || (step == s.step && rec.get(2) != Some(kind)) {
+                    rows.push(rec.iter().map(str::to_string).collect());
+                }
+            }
+        }
+        rows.push(vec![
             s.step.to_string(),
             (s.epoch + 1).to_string(),
             kind.to_string(),
@@ -410,9 +540,45 @@ impl<'a> Trainer<'a> {
             format!("{:e}", s.schedule.lr),
             format!("{:.1}", s.tokens as f64 / s.train_seconds.max(1e-9)),
             format!("{:.1}", s.train_seconds),
-        ])
-        .map_err(csv_err)?;
-        w.flush().map_err(|e| Error::io(&path, e))
+        ]);
+        let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+        w.write_record(header).map_err(csv_err)?;
+        for row in &rows {
+            w.write_record(row).map_err(csv_err)?;
+        }
+        let bytes = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        checkpoint::write_atomic(&path, &bytes)
+    }
+}
+
+/// Loss and throughput since the last progress line.
+struct Window {
+    loss_sum: f64,
+    tokens: usize,
+    since: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            loss_sum: 0.0,
+            tokens: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, loss: f64, tokens: usize) {
+        self.loss_sum += loss * tokens as f64;
+        self.tokens += tokens;
+    }
+
+    /// Mean per-token loss.
+    fn loss(&self) -> f64 {
+        self.loss_sum / self.tokens.max(1) as f64
+    }
+
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.since.elapsed().as_secs_f64()
     }
 }
 

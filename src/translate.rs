@@ -6,6 +6,9 @@
 //! translates those together. Lines typed one at a time are each translated and flushed at
 //! once; lines piped in fast are batched. The queue bounds memory on endless input. Exactly
 //! one output line per input line, in order (with `n_best > 1`, exactly `n_best` lines).
+//!
+//! Memory stays bounded whatever the input: at most `max_line_bytes` of a line are kept (the
+//! rest is read and dropped, with a warning), and sources are cut to `max_input_tokens`.
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::mpsc;
@@ -23,10 +26,9 @@ use crate::search::{self, Hypothesis};
 #[derive(Debug)]
 pub struct Translator {
     pub loaded: LoadedModel,
+    /// Search settings, and the input bounds `max_input_tokens` / `max_line_bytes`.
     pub decode: DecodeConfig,
     pub device: Device,
-    /// Source lines longer than this (in subword tokens) are truncated with a warning.
-    pub max_input_tokens: usize,
 }
 
 /// A translated line.
@@ -49,13 +51,28 @@ impl Translator {
             loaded,
             decode,
             device,
-            max_input_tokens: 250,
         })
     }
 
+    /// The subword ids the model reads for one input line (normalized as in training), cut to
+    /// `max_input_tokens`: `(ids, original length when cut)`. Empty for a blank line.
+    pub fn source_ids(&self, line: &str) -> Result<(Vec<u32>, Option<usize>)> {
+        let text = normalize(line, self.loaded.config.data.normalization);
+        if text.trim().is_empty() {
+            return Ok((vec![], None));
+        }
+        let mut ids = self.loaded.tokenizers.src().encode(&text)?;
+        let max = self.decode.max_input_tokens;
+        if ids.len() > max {
+            let n = ids.len();
+            ids.truncate(max);
+            return Ok((ids, Some(n)));
+        }
+        Ok((ids, None))
+    }
+
     /// Translates a batch of lines (normalized as in training; empty lines stay empty).
-    pub fn translate(&self, lines: &[&str]) -> Result<Vec<Translation>> {
-        let norm = self.loaded.config.data.normalization;
+    pub fn translate_batch(&self, lines: &[&str]) -> Result<Vec<Translation>> {
         let mut out: Vec<Translation> = lines
             .iter()
             .map(|_| Translation {
@@ -67,19 +84,15 @@ impl Translator {
         let mut sources = Vec::new();
         let mut rows = Vec::new();
         for (i, line) in lines.iter().enumerate() {
-            let text = normalize(line, norm);
-            if text.trim().is_empty() {
+            let (ids, cut) = self.source_ids(line)?;
+            if ids.is_empty() {
                 continue;
             }
-            let mut ids = self.loaded.tokenizers.src().encode(&text)?;
-            if ids.len() > self.max_input_tokens {
-                out[i].truncated_from = Some(ids.len());
-                ids.truncate(self.max_input_tokens);
-            }
+            out[i].truncated_from = cut;
             sources.push(ids);
             rows.push(i);
         }
-        let hyps = search::translate(&self.loaded.model, &sources, &self.decode, self.device);
+        let hyps = search::decode(&self.loaded.model, &sources, &self.decode, self.device)?;
         for (i, hs) in rows.into_iter().zip(hyps) {
             out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
             out[i].hypotheses = hs
@@ -117,14 +130,67 @@ pub struct StreamStats {
 }
 
 enum Item {
-    Line(usize, Vec<u8>),
+    /// Line number, the bytes kept, the line's full length in bytes.
+    Line(usize, Vec<u8>, usize),
     Failed(usize, std::io::Error),
 }
+
+/// Reads the next line into `buf` without its `\n` / `\r\n`, keeping at most `max` bytes:
+/// the rest of a longer line is read and dropped, and a cut inside a UTF-8 character backs up
+/// to the character's start. Returns the line's full length in bytes (more than `buf.len()`
+/// when cut), or `None` at the end of the input.
+pub fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut any = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let part = &chunk[..newline.unwrap_or(chunk.len())];
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        total += part.len();
+        let used = newline.map_or(chunk.len(), |i| i + 1);
+        input.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if total <= max {
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+            total -= 1;
+        }
+    } else if let Err(e) = std::str::from_utf8(buf) {
+        if e.error_len().is_none() {
+            buf.truncate(e.valid_up_to());
+        }
+    }
+    Ok(Some(total))
+}
+
+/// The UTF-8 byte order mark, dropped from the start of the first line.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
 /// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
 /// unless `lossy_utf8`; the lines before it are translated and written first.
-pub fn stream<R: BufRead + Send + 'static, W: Write>(
+pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
     t: &Translator,
     mut input: R,
     input_name: &str,
@@ -134,21 +200,19 @@ pub fn stream<R: BufRead + Send + 'static, W: Write>(
     let start = Instant::now();
     let batch_size = opts.batch_size.max(1);
     let (tx, rx) = mpsc::sync_channel::<Item>(4 * batch_size);
+    let max_line_bytes = t.decode.max_line_bytes;
     std::thread::spawn(move || {
         let mut no = 0;
         loop {
             let mut buf = Vec::new();
             no += 1;
-            match input.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                        if buf.last() == Some(&b'\r') {
-                            buf.pop();
-                        }
+            match read_line_bounded(&mut input, &mut buf, max_line_bytes) {
+                Ok(None) => break,
+                Ok(Some(len)) => {
+                    if no == 1 && buf.starts_with(BOM) {
+                        buf.drain(..BOM.len());
                     }
-                    if tx.send(Item::Line(no, buf)).is_err() {
+                    if tx.send(Item::Line(no, buf, len)).is_err() {
                         break;
                     }
                 }
@@ -173,7 +237,14 @@ pub fn stream<R: BufRead + Send + 'static, W: Write>(
         let mut lines: Vec<(usize, String)> = Vec::with_capacity(items.len());
         for item in items {
             match item {
-                Item::Line(no, bytes) => match String::from_utf8(bytes) {
+                Item::Line(no, bytes, len) => {
+                    if len > max_line_bytes {
+                        eprintln!(
+                            "warning: {input_name}:{no}: {len} bytes, only the first {max_line_bytes} read (--max-line-bytes)"
+                        );
+                        stats.warnings += 1;
+                    }
+                    match String::from_utf8(bytes) {
                     Ok(s) => lines.push((no, s)),
                     Err(e) if opts.lossy_utf8 => {
                         eprintln!("warning: {input_name}:{no}: invalid UTF-8 replaced with U+FFFD");
@@ -187,7 +258,8 @@ pub fn stream<R: BufRead + Send + 'static, W: Write>(
                         )));
                         break;
                     }
-                },
+                    }
+                }
                 Item::Failed(no, e) => {
                     pending_error =
                         Some(Error::Input(format!("{input_name}:{no}: read error: {e}")));
@@ -196,12 +268,12 @@ pub fn stream<R: BufRead + Send + 'static, W: Write>(
             }
         }
         let texts: Vec<&str> = lines.iter().map(|(_, s)| s.as_str()).collect();
-        let translations = t.translate(&texts)?;
+        let translations = t.translate_batch(&texts)?;
         for ((no, _), tr) in lines.iter().zip(&translations) {
             if let Some(n) = tr.truncated_from {
                 eprintln!(
                     "warning: {input_name}:{no}: {n} subword tokens, truncated to the first {}",
-                    t.max_input_tokens
+                    t.decode.max_input_tokens
                 );
                 stats.warnings += 1;
             }
@@ -220,7 +292,7 @@ pub fn stream<R: BufRead + Send + 'static, W: Write>(
     Ok(stats)
 }
 
-fn write_translation<W: Write>(
+fn write_translation<W: Write + ?Sized>(
     out: &mut W,
     index: usize,
     tr: &Translation,
@@ -229,7 +301,11 @@ fn write_translation<W: Write>(
 ) -> std::io::Result<()> {
     if opts.n_best {
         if tr.hypotheses.is_empty() {
-            return writeln!(out, "{index}\t{:.4}\t", 0.0);
+            // An empty line has K (empty) translations like any other.
+            for _ in 0..n_best {
+                writeln!(out, "{index}\t{:.4}\t", 0.0)?;
+            }
+            return Ok(());
         }
         for (text, score) in tr.hypotheses.iter().take(n_best) {
             writeln!(out, "{index}\t{score:.4}\t{text}")?;

@@ -97,8 +97,10 @@ fn best(h: &[Vec<Hypothesis>]) -> Vec<Hypothesis> {
 fn beam_of_one_is_greedy() {
     let f = &fixture();
     let greedy =
-        tch::no_grad(|| search::greedy_search(&f.model, &f.sources, &decode(1), Device::Cpu));
-    let beam1 = tch::no_grad(|| search::beam_search(&f.model, &f.sources, &decode(1), Device::Cpu));
+        tch::no_grad(|| search::greedy_search(&f.model, &f.sources, &decode(1), Device::Cpu))
+            .unwrap();
+    let beam1 = tch::no_grad(|| search::beam_search(&f.model, &f.sources, &decode(1), Device::Cpu))
+        .unwrap();
     let beam1 = best(&beam1);
     for (i, (g, b)) in greedy.iter().zip(&beam1).enumerate() {
         assert_eq!(g.tokens, b.tokens, "sentence {i}");
@@ -114,15 +116,12 @@ fn results_do_not_depend_on_the_batch() {
     let f = &fixture();
     for beam in [1, 4] {
         let cfg = decode(beam);
-        let together = best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu));
+        let together = best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap());
         // Alone, in batches of 5, and in reverse order.
         for (i, s) in f.sources.iter().enumerate() {
-            let alone = best(&search::translate(
-                &f.model,
-                std::slice::from_ref(s),
-                &cfg,
-                Device::Cpu,
-            ));
+            let alone = best(
+                &search::decode(&f.model, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap(),
+            );
             assert_eq!(
                 alone[0].tokens, together[i].tokens,
                 "beam {beam}, sentence {i} alone"
@@ -133,7 +132,7 @@ fn results_do_not_depend_on_the_batch() {
             );
         }
         for (c, chunk) in f.sources.chunks(5).enumerate() {
-            let part = best(&search::translate(&f.model, chunk, &cfg, Device::Cpu));
+            let part = best(&search::decode(&f.model, chunk, &cfg, Device::Cpu).unwrap());
             for (j, h) in part.iter().enumerate() {
                 assert_eq!(
                     h.tokens,
@@ -143,7 +142,7 @@ fn results_do_not_depend_on_the_batch() {
             }
         }
         let reversed: Vec<Vec<u32>> = f.sources.iter().rev().cloned().collect();
-        let rev = best(&search::translate(&f.model, &reversed, &cfg, Device::Cpu));
+        let rev = best(&search::decode(&f.model, &reversed, &cfg, Device::Cpu).unwrap());
         for (j, h) in rev.iter().enumerate() {
             assert_eq!(
                 h.tokens,
@@ -186,8 +185,8 @@ fn early_stopping_keeps_the_best_hypothesis() {
             n_best: 4,
             ..one.clone()
         };
-        let a = search::translate(&f.model, &f.sources, &one, Device::Cpu);
-        let b = search::translate(&f.model, &f.sources, &all, Device::Cpu);
+        let a = search::decode(&f.model, &f.sources, &one, Device::Cpu).unwrap();
+        let b = search::decode(&f.model, &f.sources, &all, Device::Cpu).unwrap();
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert_eq!(x.len(), 1);
             assert_eq!(x[0].tokens, y[0].tokens, "alpha {alpha}, sentence {i}");
@@ -203,7 +202,7 @@ fn scores_match_rescoring(f: &Fixture) {
             n_best: beam,
             ..DecodeConfig::default()
         };
-        let hyps = search::translate(&f.model, &f.sources, &cfg, Device::Cpu);
+        let hyps = search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap();
         let mut pairs = Vec::new();
         let mut reported = Vec::new();
         for (s, hs) in f.sources.iter().zip(&hyps) {
@@ -242,7 +241,7 @@ fn length_bounds_hold() {
         max_len_offset: 2,
         ..DecodeConfig::default()
     };
-    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
         // At most 2 tokens counting </s>: at most 1 word.
         assert!(h.tokens.len() <= 1, "{:?}", h.tokens);
     }
@@ -251,7 +250,7 @@ fn length_bounds_hold() {
         min_len: 12,
         ..DecodeConfig::default()
     };
-    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
         assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
     }
     let cfg = DecodeConfig {
@@ -259,7 +258,7 @@ fn length_bounds_hold() {
         min_len: 12,
         ..DecodeConfig::default()
     };
-    for h in best(&search::translate(&f.model, &f.sources, &cfg, Device::Cpu)) {
+    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
         assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
     }
 }

@@ -1,12 +1,13 @@
 //! rnmt-train: train a translation model on parallel data, or resume training it.
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use rnmt::checkpoint;
-use rnmt::config::Config;
+use rnmt::config::{resume_config, Change, Config, Stated};
 use rnmt::corpus::{CorpusSource, DelimitedFormat};
 use rnmt::data::{prepare, DataSpec};
 use rnmt::device::{describe, parse_device, set_threads};
@@ -106,15 +107,24 @@ fn corpus(
     })
 }
 
-/// The config of this run: defaults < --config < --set < flags. When resuming, the saved
-/// config, whose model and data sections must agree with --config/--set if they are given;
-/// only the budgets come from this command.
-fn resolve_config(a: &Args, model_dir: &Path) -> Result<Config> {
-    let mut requested = match &a.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::default(),
+/// The config of this run and, when it resumes, the settings it changes.
+///
+/// A fresh run: defaults < --config < --set < flags. A run that resumes (`last/` exists): the
+/// saved config with what this command states laid over it, by the resume policy
+/// ([`rnmt::config::resume_config`]): a changed key that is safe to change is applied and
+/// logged, any other is an error naming it. Budgets are always this command's.
+fn resolve_config(a: &Args, model_dir: &Path) -> Result<(Config, Option<Vec<Change>>)> {
+    let mut stated = match &a.config {
+        Some(p) => Stated::from_file(p)?,
+        None => Stated::new(),
+    };
+    for o in &a.overrides {
+        stated.set_override(o)?;
     }
-    .with_overrides(&a.overrides)?;
+    if let Some(s) = a.seed {
+        stated.set("train.seed", s.into())?;
+    }
+    let mut requested = stated.apply_to(&Config::default())?;
     let t = &mut requested.train;
     if a.max_steps.is_some() {
         t.max_steps = a.max_steps;
@@ -125,28 +135,12 @@ fn resolve_config(a: &Args, model_dir: &Path) -> Result<Config> {
     if a.max_time.is_some() {
         t.max_time = a.max_time.clone();
     }
-    if let Some(s) = a.seed {
-        t.seed = s;
-    }
     if checkpoint::last_dir(model_dir).is_none() {
-        return Ok(requested);
+        return Ok((requested, None));
     }
-    let mut saved = Config::load_dir(model_dir)?;
-    let restated = a.config.is_some() || !a.overrides.is_empty();
-    let mut wanted_model = requested.model.clone();
-    wanted_model.src_vocab = saved.model.src_vocab;
-    wanted_model.tgt_vocab = saved.model.tgt_vocab;
-    if restated && (wanted_model != saved.model || requested.data != saved.data) {
-        bail!(
-            "{} holds a model trained with a different model/data config; resume with the same settings or use a new --model-dir",
-            model_dir.display()
-        );
-    }
-    // Budgets may change between runs; everything else stays as saved.
-    saved.train.max_steps = requested.train.max_steps;
-    saved.train.max_epochs = requested.train.max_epochs;
-    saved.train.max_time = requested.train.max_time;
-    Ok(saved)
+    let saved = Config::load_dir(model_dir)?;
+    let (config, changes) = resume_config(&saved, &stated, &requested.train)?;
+    Ok((config, Some(changes)))
 }
 
 fn run(a: Args) -> Result<()> {
@@ -155,16 +149,28 @@ fn run(a: Args) -> Result<()> {
     let device = parse_device(&a.device)?;
     std::fs::create_dir_all(&a.model_dir)
         .with_context(|| format!("creating {}", a.model_dir.display()))?;
-    let mut config = resolve_config(&a, &a.model_dir)?;
-    let spec = DataSpec {
-        train: corpus(&a.train, &a.train_src, &a.train_tgt, &a)?,
-        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, &a)?,
-        skip_bad_lines: a.skip_bad_lines,
-    };
+    let _lock = checkpoint::lock_model_dir(&a.model_dir)?;
+    let (mut config, changes) = resolve_config(&a, &a.model_dir)?;
+    let resuming = changes.is_some();
     let say = |m: &str| {
         if !a.quiet {
             eprintln!("{m}");
         }
+    };
+    for c in changes.iter().flatten() {
+        say(&format!("resume: {c} (applies from this update on; recorded in config.json)"));
+    }
+    if !resuming && a.model_dir.join(checkpoint::CONFIG_FILE).exists() {
+        say(&format!(
+            "{} has no checkpoint yet: starting over (tokenizers trained anew)",
+            a.model_dir.display()
+        ));
+    }
+    let spec = DataSpec {
+        train: corpus(&a.train, &a.train_src, &a.train_tgt, &a)?,
+        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, &a)?,
+        skip_bad_lines: a.skip_bad_lines,
+        reuse_tokenizers: resuming,
     };
     let data = prepare(&spec, &config.data, &a.model_dir)?;
     for line in &data.report {
@@ -178,18 +184,18 @@ fn run(a: Args) -> Result<()> {
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     let mut trainer = Trainer::new(config, &a.model_dir, device, &data, &STOP)?;
-    trainer.verbose = !a.quiet;
-    let params: i64 = trainer
-        .vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum();
+    trainer.apply_changes(changes.as_deref().unwrap_or_default());
+    trainer.set_verbose(!a.quiet);
     say(&format!(
-        "model: {params} parameters on {}; {} training pairs; resuming at step {}",
+        "model: {} parameters on {}; {} training pairs; {}",
+        trainer.parameter_count(),
         describe(device),
         data.train.len(),
-        trainer.state.step
+        if resuming {
+            format!("resuming at step {}", trainer.state().step)
+        } else {
+            "starting at step 0".to_string()
+        }
     ));
     let outcome = trainer.run()?;
     let s = &outcome.state;
@@ -201,22 +207,25 @@ fn run(a: Args) -> Result<()> {
         human_duration(started.elapsed()),
         s.tokens as f64 / s.train_seconds.max(1e-9)
     ));
-    if let Some(b) = s.best_bleu {
-        say(&format!(
+    let model = a.model_dir.join(checkpoint::MODEL_FILE);
+    match (s.final_best, s.best_bleu) {
+        (Some((step, bleu)), _) => say(&format!(
+            "best validation BLEU {bleu:.2} at step {step} (the validation at the end of this run): {}",
+            model.display()
+        )),
+        (None, Some(b)) => say(&format!(
             "best validation BLEU {b:.2} at step {}: {}",
             s.best_step,
-            a.model_dir.join(checkpoint::MODEL_FILE).display()
-        ));
+            model.display()
+        )),
+        (None, None) => {}
     }
     say(&rnmt::memory::peak_report());
     say("train longer: run the same command again with a larger --max-steps / --max-epochs / --max-time");
     Ok(())
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = run(args) {
-        eprintln!("rnmt-train: error: {e:#}");
-        std::process::exit(1);
-    }
+    rnmt::cli::run("rnmt-train", || run(args))
 }

@@ -1,10 +1,12 @@
 //! rnmt-translate: translate lines from stdin (or --input) with a trained model directory.
-use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
 use rnmt::device::{describe, parse_device, set_threads};
 use rnmt::translate::{stream, StreamOptions, Translator};
@@ -22,26 +24,11 @@ struct Args {
     /// Read from this file instead of stdin.
     #[arg(long, short)]
     input: Option<PathBuf>,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout (atomically: it appears complete or not at all).
     #[arg(long, short)]
     output: Option<PathBuf>,
-    /// Beam size (1 = greedy search).
-    #[arg(long, default_value_t = 5)]
-    beam: usize,
-    /// Length penalty exponent (GNMT): scores are divided by ((5 + len) / 6)^alpha.
-    #[arg(long, default_value_t = 1.0)]
-    alpha: f64,
-    /// Output length bound: max-len-ratio * source tokens + max-len-offset...
-    #[arg(long, default_value_t = 2.0)]
-    max_len_ratio: f64,
-    #[arg(long, default_value_t = 10)]
-    max_len_offset: usize,
-    /// ...and at most this many tokens.
-    #[arg(long, default_value_t = 256)]
-    max_len: usize,
-    /// Do not end a translation before this many tokens.
-    #[arg(long, default_value_t = 0)]
-    min_len: usize,
+    #[command(flatten)]
+    decode: DecodeConfig,
     /// Print the K best as `index<TAB>score<TAB>translation` lines.
     #[arg(long, value_name = "K")]
     n_best: Option<usize>,
@@ -51,9 +38,6 @@ struct Args {
     /// Most sentences translated together.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Source lines longer than this many subword tokens are truncated (with a warning).
-    #[arg(long, default_value_t = 250)]
-    max_input_tokens: usize,
     /// Replace invalid UTF-8 with U+FFFD (warning on stderr) instead of stopping.
     #[arg(long)]
     lossy_utf8: bool,
@@ -68,21 +52,33 @@ struct Args {
     verbose: bool,
 }
 
+/// Whether two paths name the same existing file (also through links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn run(a: Args) -> Result<()> {
     let start = Instant::now();
+    if let (Some(i), Some(o)) = (&a.input, &a.output) {
+        if same_file(i, o) {
+            bail!(
+                "--output {} is the input file {}: writing it would destroy the input; choose another output file",
+                o.display(),
+                i.display()
+            );
+        }
+    }
     set_threads(a.threads);
     let device = parse_device(&a.device)?;
     let decode = DecodeConfig {
-        beam: a.beam,
-        alpha: a.alpha,
-        max_len_ratio: a.max_len_ratio,
-        max_len_offset: a.max_len_offset,
-        max_len: a.max_len,
-        min_len: a.min_len,
         n_best: a.n_best.unwrap_or(1),
+        ..a.decode.clone()
     };
-    let mut translator = Translator::load(&a.model, device, decode)?;
-    translator.max_input_tokens = a.max_input_tokens.max(1);
+    let translator = Translator::load(&a.model, device, decode)?;
     if a.verbose {
         eprintln!(
             "rnmt-translate: model loaded in {:.2}s on {}",
@@ -96,32 +92,32 @@ fn run(a: Args) -> Result<()> {
         n_best: a.n_best.is_some(),
         scores: a.scores,
     };
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
+    let mut file = match &a.output {
+        Some(p) => Some(AtomicFile::create(p)?),
+        None => None,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let out: &mut dyn Write = match &mut file {
+        Some(f) => f,
+        None => &mut stdout,
     };
     let t0 = Instant::now();
     let stats = match &a.input {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            stream(
-                &translator,
-                BufReader::new(f),
-                &p.display().to_string(),
-                &mut out,
-                &opts,
-            )?
+            stream(&translator, BufReader::new(f), &p.display().to_string(), out, &opts)?
         }
         None => stream(
             &translator,
             BufReader::new(std::io::stdin()),
             "<stdin>",
-            &mut out,
+            out,
             &opts,
         )?,
     };
+    if let Some(f) = file {
+        f.commit()?;
+    }
     if a.verbose {
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
@@ -136,23 +132,7 @@ fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// True when the error comes from writing to a closed pipe (`rnmt-translate | head`).
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<rnmt::error::Error>().is_some_and(|r| {
-                matches!(r, rnmt::error::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
-            })
-    })
-}
-
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = run(args) {
-        if is_broken_pipe(&e) {
-            std::process::exit(0);
-        }
-        eprintln!("rnmt-translate: error: {e:#}");
-        std::process::exit(1);
-    }
+    rnmt::cli::run("rnmt-translate", || run(args))
 }

@@ -74,16 +74,37 @@ pub fn filter<F>(pairs: Vec<Pair>, cfg: &FilterConfig, mut len: F) -> (Vec<Pair>
 where
     F: FnMut(Side, &str) -> usize,
 {
+    filter_items(
+        pairs,
+        cfg,
+        |p| p,
+        |p| (len(Side::Source, &p.src), len(Side::Target, &p.tgt)),
+    )
+}
+
+/// [`filter`] over any items that hold a pair (`pair`), with their side lengths in tokens
+/// computed by `lens` (called only when a length or ratio filter is on), e.g. pairs kept
+/// together with their token ids so that they are tokenized once.
+pub fn filter_items<T, P, L>(
+    items: Vec<T>,
+    cfg: &FilterConfig,
+    pair: P,
+    mut lens: L,
+) -> (Vec<T>, FilterReport)
+where
+    P: Fn(&T) -> &Pair,
+    L: FnMut(&T) -> (usize, usize),
+{
     let mut report = FilterReport {
-        input: pairs.len(),
+        input: items.len(),
         ..FilterReport::default()
     };
-    let mut keep = vec![false; pairs.len()];
+    let mut keep = vec![false; items.len()];
     {
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
-        for (i, pair) in pairs.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             if cfg.max_len.is_some() || cfg.max_ratio.is_some() {
-                let (ls, lt) = (len(Side::Source, &pair.src), len(Side::Target, &pair.tgt));
+                let (ls, lt) = lens(item);
                 if cfg.max_len.is_some_and(|m| ls > m || lt > m) {
                     report.too_long += 1;
                     continue;
@@ -93,14 +114,15 @@ where
                     continue;
                 }
             }
-            if cfg.dedup && !seen.insert((&pair.src, &pair.tgt)) {
+            let p = pair(item);
+            if cfg.dedup && !seen.insert((&p.src, &p.tgt)) {
                 report.duplicate += 1;
                 continue;
             }
             keep[i] = true;
         }
     }
-    let kept: Vec<Pair> = pairs
+    let kept: Vec<T> = items
         .into_iter()
         .zip(keep)
         .filter_map(|(p, k)| k.then_some(p))

@@ -13,19 +13,23 @@
 //! candidates per sentence, which the bookkeeping needs.
 use tch::{Device, Kind, Tensor};
 
-use super::{apply_length_rules, encode_sources, length_penalty, Hypothesis};
+use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis};
 use crate::config::DecodeConfig;
+use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
 use crate::tokenizer::{BOS_ID, EOS_ID};
 
 /// Beam search over `sources` (subword ids without `</s>`); up to `n_best` hypotheses per
 /// source, best (highest normalized score) first.
+///
+/// Every hypothesis ends at its length bound whatever the scores are; a NaN or infinite score
+/// (a broken model) is [`Error::NonFiniteScores`], never a loop.
 pub fn beam_search(
     model: &Seq2Seq,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
-) -> Vec<Vec<Hypothesis>> {
+) -> Result<Vec<Vec<Hypothesis>>> {
     let n = sources.len();
     let k = cfg.beam;
     let (enc, bounds) = encode_sources(model, sources, cfg, device);
@@ -55,8 +59,16 @@ pub fn beam_search(
         apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
         let cand = (scores.unsqueeze(1) + log_probs).view([active.len() as i64, k as i64 * vocab]);
         let (top_scores, top_idx) = cand.topk(2 * k as i64, 1, true, true);
-        let host_scores: Vec<f32> = Vec::try_from(top_scores.reshape([-1])).unwrap_or_default();
-        let host_idx: Vec<i64> = Vec::try_from(top_idx.reshape([-1])).unwrap_or_default();
+        let host_scores: Vec<f32> = host(&top_scores, "beam scores")?;
+        let host_idx: Vec<i64> = host(&top_idx, "beam candidates")?;
+        // Log-probabilities are <= 0, so -inf (a banned token) is the only non-finite value a
+        // sound model gives; NaN sorts above every number in topk and would never end.
+        if host_scores
+            .iter()
+            .any(|s| s.is_nan() || *s == f32::INFINITY)
+        {
+            return Err(Error::NonFiniteScores { step: t + 1 });
+        }
 
         let mut next_rows = Vec::new(); // rows of `next` to continue
         let mut next_tokens = Vec::new();
@@ -103,8 +115,12 @@ pub fn beam_search(
                     extended += 1;
                 }
             }
-            let settled = extended > 0
-                && cannot_improve(
+            // At the length bound only `</s>` may follow (apply_length_rules); the host
+            // enforces it too, so no sentence outlives its bound.
+            let at_bound = t + 1 >= bounds[s];
+            let settled = at_bound
+                || extended > 0
+                    && cannot_improve(
                     &finished[s],
                     &next_scores[next_scores.len() - extended..],
                     t + 2,
@@ -148,14 +164,14 @@ pub fn beam_search(
         histories = next_histories;
         active = still_active;
     }
-    finished
+    Ok(finished
         .into_iter()
         .map(|mut hyps| {
             hyps.sort_by(|a, b| b.normalized.total_cmp(&a.normalized));
             hyps.truncate(cfg.n_best);
             hyps
         })
-        .collect()
+        .collect())
 }
 
 /// Early stop: whether no live hypothesis of a sentence can still enter its `n_best`.

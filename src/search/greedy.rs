@@ -1,18 +1,22 @@
 //! Batched greedy search: the most probable next token at every step.
 use tch::{Device, Kind, Tensor};
 
-use super::{apply_length_rules, encode_sources, length_penalty, Hypothesis};
+use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis};
 use crate::config::DecodeConfig;
+use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
 use crate::tokenizer::{BOS_ID, EOS_ID};
 
 /// Greedy search over `sources` (subword ids without `</s>`); one hypothesis each, in order.
+///
+/// Every output ends at its length bound whatever the scores are; a NaN or infinite score
+/// (a broken model) is [`Error::NonFiniteScores`], never a loop.
 pub fn greedy_search(
     model: &Seq2Seq,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
-) -> Vec<Hypothesis> {
+) -> Result<Vec<Hypothesis>> {
     let n = sources.len();
     let (mut enc, bounds) = encode_sources(model, sources, cfg, device);
     let mut state = model.initial_state(&enc);
@@ -31,12 +35,16 @@ pub fn greedy_search(
         // lowest token id among exact ties, as beam search does: beam 1 is exactly greedy.
         let (best, choice) = (scores.unsqueeze(1) + log_probs).max_dim(1, false);
         scores = best;
-        let host_choice: Vec<i64> = Vec::try_from(&choice).unwrap_or_default();
-        let host_scores: Vec<f32> = Vec::try_from(&scores).unwrap_or_default();
+        let host_choice: Vec<i64> = host(&choice, "greedy choices")?;
+        let host_scores: Vec<f32> = host(&scores, "greedy scores")?;
+        if host_scores.iter().any(|s| !s.is_finite()) {
+            return Err(Error::NonFiniteScores { step: t + 1 });
+        }
         let mut keep = Vec::with_capacity(active.len());
         for (r, &s) in active.iter().enumerate() {
             let tok = host_choice[r] as u32;
-            if tok == EOS_ID {
+            // The bound holds on the host too, whatever the tensor side chose.
+            if tok == EOS_ID || tokens[s].len() + 1 >= bounds[s] {
                 let len = tokens[s].len() + 1;
                 let score = host_scores[r] as f64;
                 let normalized = score / length_penalty(len, cfg.alpha);
@@ -65,7 +73,8 @@ pub fn greedy_search(
             active.clear();
         }
     }
-    done.into_iter()
+    Ok(done
+        .into_iter()
         .map(|h| {
             h.unwrap_or(Hypothesis {
                 tokens: vec![],
@@ -73,5 +82,5 @@ pub fn greedy_search(
                 normalized: 0.0,
             })
         })
-        .collect()
+        .collect())
 }

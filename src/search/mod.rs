@@ -16,6 +16,7 @@ use tch::{Device, Tensor};
 
 use crate::batch::{pad, source_ids};
 use crate::config::DecodeConfig;
+use crate::error::{Error, Result};
 use crate::model::{EncoderOutput, Seq2Seq};
 use crate::tokenizer::EOS_ID;
 
@@ -41,24 +42,35 @@ pub fn length_penalty(len: usize, alpha: f64) -> f64 {
 
 /// Decodes `sources` (subword ids without `</s>`): `beam == 1` runs greedy search, otherwise
 /// beam search. Returns up to `n_best` hypotheses per source, best first.
-pub fn translate(
+///
+/// Decoding always ends: every output stops at its length bound, and a model whose scores
+/// are NaN or infinite gives [`Error::NonFiniteScores`].
+pub fn decode(
     model: &Seq2Seq,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
-) -> Vec<Vec<Hypothesis>> {
+) -> Result<Vec<Vec<Hypothesis>>> {
     if sources.is_empty() {
-        return vec![];
+        return Ok(vec![]);
     }
     tch::no_grad(|| {
         if cfg.beam <= 1 {
-            greedy_search(model, sources, cfg, device)
+            Ok(greedy_search(model, sources, cfg, device)?
                 .into_iter()
                 .map(|h| vec![h])
-                .collect()
+                .collect())
         } else {
             beam_search(model, sources, cfg, device)
         }
+    })
+}
+
+/// Copies a small tensor to the host; `what` names it in the error.
+fn host<T: tch::kind::Element + Copy>(t: &Tensor, what: &str) -> Result<Vec<T>> {
+    Vec::<T>::try_from(t.reshape([-1])).map_err(|source| Error::ToHost {
+        what: what.to_string(),
+        source,
     })
 }
 
