@@ -49,7 +49,10 @@ mod tests {
         let e = anyhow::Error::new(Error::io(std::path::Path::new("/m/x.json"), io))
             .context("saving the config");
         let text = chain(&e);
-        assert_eq!(text, "saving the config: /m/x.json: No space left on device");
+        assert_eq!(
+            text,
+            "saving the config: /m/x.json: No space left on device"
+        );
         assert_eq!(text.matches("No space").count(), 1);
     }
 

@@ -174,19 +174,29 @@ impl ModelConfig {
             n += dg * dh * (input + dh + 2);
         }
         n += (dh + ctx) * dh + dh; // attentional vector
-        n += if self.tie_target_embeddings { 0 } else { dh * tv } + tv;
+        n += if self.tie_target_embeddings {
+            0
+        } else {
+            dh * tv
+        } + tv;
         n
     }
 
     /// Checks the sizes fit together; the message names the offending key.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
         if self.src_vocab < 5 || self.tgt_vocab < 5 {
-            return bad(format!(
+            return Err(Error::Config(format!(
                 "vocabulary sizes must be at least 5 (got src {}, tgt {})",
                 self.src_vocab, self.tgt_vocab
-            ));
+            )));
         }
+        self.validate_sizes()
+    }
+
+    /// [`ModelConfig::validate`] without the vocabulary sizes (known only once the tokenizers
+    /// exist), so that a bad config fails before any data is read.
+    pub fn validate_sizes(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
         for (k, v) in [
             ("model.emb_size", self.emb_size),
             ("model.encoder.layers", self.encoder.layers),
@@ -197,7 +207,11 @@ impl ModelConfig {
             if v == 0 {
                 return bad(format!("{k} must be positive"));
             }
-            let most = if k.ends_with("layers") { MAX_LAYERS } else { MAX_WIDTH };
+            let most = if k.ends_with("layers") {
+                MAX_LAYERS
+            } else {
+                MAX_WIDTH
+            };
             if v > most {
                 return bad(format!("{k} is {v}; at most {most} is supported"));
             }
@@ -245,13 +259,27 @@ impl ModelConfig {
     }
 }
 
-/// Data pipeline: normalization, tokenizer training and corpus filters.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// Data pipeline: normalization, line limit, tokenizer training and corpus filters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub normalization: Normalization,
+    /// A corpus line longer than this many bytes is a bad line (an error, or skipped and
+    /// counted with `--skip-bad-lines`); no longer line is ever held in memory.
+    pub max_line_bytes: usize,
     pub tokenizer: TokenizerConfig,
     pub filter: FilterConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            normalization: Normalization::default(),
+            max_line_bytes: crate::corpus::DEFAULT_MAX_LINE_BYTES,
+            tokenizer: TokenizerConfig::default(),
+            filter: FilterConfig::default(),
+        }
+    }
 }
 
 /// Training hyper-parameters and budgets.
@@ -483,8 +511,8 @@ impl Config {
 
     /// Writes `config.json` atomically.
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| Error::json(crate::checkpoint::CONFIG_FILE, e))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::json(crate::checkpoint::CONFIG_FILE, e))?;
         crate::checkpoint::write_atomic(&dir.join(crate::checkpoint::CONFIG_FILE), text.as_bytes())
     }
 }
@@ -505,9 +533,11 @@ impl Stated {
         Config::from_file(path)?; // unknown keys and bad values, with the file's name
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?
+            toml::from_str(&text)
+                .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?
         } else {
-            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
         };
         Ok(Stated(value))
     }
@@ -525,7 +555,8 @@ impl Stated {
 
     /// States `key` (a dotted path that must exist in [`Config`]) with `value`.
     pub fn set(&mut self, key: &str, value: serde_json::Value) -> Result<()> {
-        let known = serde_json::to_value(Config::default()).map_err(|e| Error::json("the default config", e))?;
+        let known = serde_json::to_value(Config::default())
+            .map_err(|e| Error::json("the default config", e))?;
         let mut probe = &known;
         for part in key.split('.') {
             probe = probe
@@ -572,7 +603,11 @@ fn leaves(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, serde_json
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaves(v, &key, out);
             }
         }
@@ -626,7 +661,11 @@ pub const BUDGETS: &[&str] = &["train.max_steps", "train.max_epochs", "train.max
 /// changed key of [`CHANGEABLE_ON_RESUME`] is applied and returned as a [`Change`] (to log and
 /// record); any other changed key is an error naming it. Vocabulary sizes stay as saved (they
 /// come from the tokenizers).
-pub fn resume_config(saved: &Config, stated: &Stated, budgets: &TrainConfig) -> Result<(Config, Vec<Change>)> {
+pub fn resume_config(
+    saved: &Config,
+    stated: &Stated,
+    budgets: &TrainConfig,
+) -> Result<(Config, Vec<Change>)> {
     let mut wanted = stated.apply_to(saved)?;
     wanted.model.src_vocab = saved.model.src_vocab;
     wanted.model.tgt_vocab = saved.model.tgt_vocab;
@@ -634,8 +673,16 @@ pub fn resume_config(saved: &Config, stated: &Stated, budgets: &TrainConfig) -> 
     wanted.train.max_epochs = budgets.max_epochs;
     wanted.train.max_time = budgets.max_time.clone();
     let (mut before, mut after) = (Vec::new(), Vec::new());
-    leaves(&serde_json::to_value(saved).map_err(|e| Error::json("the saved config", e))?, "", &mut before);
-    leaves(&serde_json::to_value(&wanted).map_err(|e| Error::json("the config", e))?, "", &mut after);
+    leaves(
+        &serde_json::to_value(saved).map_err(|e| Error::json("the saved config", e))?,
+        "",
+        &mut before,
+    );
+    leaves(
+        &serde_json::to_value(&wanted).map_err(|e| Error::json("the config", e))?,
+        "",
+        &mut after,
+    );
     let mut changes = Vec::new();
     for ((key, from), (_, to)) in before.into_iter().zip(after) {
         if from == to || BUDGETS.contains(&key.as_str()) {

@@ -71,6 +71,7 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
     let opts = ReadOptions {
         normalization: cfg.normalization,
         skip_bad_lines: spec.skip_bad_lines,
+        max_line_bytes: cfg.max_line_bytes,
     };
     let mut report = Vec::new();
     let (train_pairs, skipped) = corpus::read_all(&spec.train, &opts)?;

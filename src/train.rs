@@ -20,8 +20,7 @@ use tch::{nn::VarStore, Device};
 
 use crate::batch::{epoch_batches, Batch, Example};
 use crate::checkpoint::{
-    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE,
-    WEIGHTS_FILE,
+    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE, WEIGHTS_FILE,
 };
 use crate::config::{parse_duration, Config};
 use crate::data::Prepared;
@@ -278,7 +277,10 @@ impl<'a> Trainer<'a> {
                     self.state.step += 1;
                     if let Some(bar) = &bar {
                         bar.set_position(self.state.step);
-                        bar.set_message(format!("loss {loss:.3} | {:.0} tok/s", window.tokens_per_s()));
+                        bar.set_message(format!(
+                            "loss {loss:.3} | {:.0} tok/s",
+                            window.tokens_per_s()
+                        ));
                     } else if self.state.step.is_multiple_of(t.log_every as u64) {
                         self.log(&format!(
                             "step {} | epoch {} | loss {:.4} | {:.0} tgt tok/s | lr {:.2e} | {:.0}s",
@@ -440,7 +442,8 @@ impl<'a> Trainer<'a> {
         let improved = self.state.best_bleu.is_none_or(|b| v.bleu > b);
         let model = self.model_dir.join(MODEL_FILE);
         let aside = self.model_dir.join(SCHEDULED_BEST_FILE);
-        let rename = |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(to, e));
+        let rename =
+            |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(to, e));
         if schedule {
             if improved {
                 self.state.best_bleu = Some(v.bleu);
@@ -546,7 +549,9 @@ impl<'a> Trainer<'a> {
         for row in &rows {
             w.write_record(row).map_err(csv_err)?;
         }
-        let bytes = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
         checkpoint::write_atomic(&path, &bytes)
     }
 }

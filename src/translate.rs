@@ -18,6 +18,7 @@ use tch::Device;
 
 use crate::checkpoint::{load_model_dir, LoadedModel};
 use crate::config::DecodeConfig;
+use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::corpus::normalize;
 use crate::error::{Error, Result};
 use crate::search::{self, Hypothesis};
@@ -135,58 +136,6 @@ enum Item {
     Failed(usize, std::io::Error),
 }
 
-/// Reads the next line into `buf` without its `\n` / `\r\n`, keeping at most `max` bytes:
-/// the rest of a longer line is read and dropped, and a cut inside a UTF-8 character backs up
-/// to the character's start. Returns the line's full length in bytes (more than `buf.len()`
-/// when cut), or `None` at the end of the input.
-pub fn read_line_bounded<R: BufRead>(
-    input: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Option<usize>> {
-    buf.clear();
-    let mut total = 0usize;
-    let mut any = false;
-    loop {
-        let chunk = match input.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        any = true;
-        let newline = chunk.iter().position(|&b| b == b'\n');
-        let part = &chunk[..newline.unwrap_or(chunk.len())];
-        let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&part[..part.len().min(room)]);
-        total += part.len();
-        let used = newline.map_or(chunk.len(), |i| i + 1);
-        input.consume(used);
-        if newline.is_some() {
-            break;
-        }
-    }
-    if !any {
-        return Ok(None);
-    }
-    if total <= max {
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-            total -= 1;
-        }
-    } else if let Err(e) = std::str::from_utf8(buf) {
-        if e.error_len().is_none() {
-            buf.truncate(e.valid_up_to());
-        }
-    }
-    Ok(Some(total))
-}
-
-/// The UTF-8 byte order mark, dropped from the start of the first line.
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
 /// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
 /// unless `lossy_utf8`; the lines before it are translated and written first.
@@ -209,8 +158,8 @@ pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
             match read_line_bounded(&mut input, &mut buf, max_line_bytes) {
                 Ok(None) => break,
                 Ok(Some(len)) => {
-                    if no == 1 && buf.starts_with(BOM) {
-                        buf.drain(..BOM.len());
+                    if no == 1 {
+                        strip_bom(&mut buf);
                     }
                     if tx.send(Item::Line(no, buf, len)).is_err() {
                         break;
@@ -245,19 +194,21 @@ pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
                         stats.warnings += 1;
                     }
                     match String::from_utf8(bytes) {
-                    Ok(s) => lines.push((no, s)),
-                    Err(e) if opts.lossy_utf8 => {
-                        eprintln!("warning: {input_name}:{no}: invalid UTF-8 replaced with U+FFFD");
-                        stats.warnings += 1;
-                        lines.push((no, String::from_utf8_lossy(e.as_bytes()).into_owned()));
-                    }
-                    Err(e) => {
-                        pending_error = Some(Error::Input(format!(
+                        Ok(s) => lines.push((no, s)),
+                        Err(e) if opts.lossy_utf8 => {
+                            eprintln!(
+                                "warning: {input_name}:{no}: invalid UTF-8 replaced with U+FFFD"
+                            );
+                            stats.warnings += 1;
+                            lines.push((no, String::from_utf8_lossy(e.as_bytes()).into_owned()));
+                        }
+                        Err(e) => {
+                            pending_error = Some(Error::Input(format!(
                             "{input_name}:{no}: invalid UTF-8 ({}); use --lossy-utf8 to replace it",
                             e.utf8_error()
                         )));
-                        break;
-                    }
+                            break;
+                        }
                     }
                 }
                 Item::Failed(no, e) => {

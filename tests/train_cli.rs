@@ -323,10 +323,11 @@ fn bad_config_and_mismatched_resume_are_one_line_errors() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("different model/data config"),
+        stderr(&o).contains("model.encoder.hidden cannot change when resuming"),
         "{}",
         stderr(&o)
     );
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
 }
 
 /// Bad corpus lines stop training with file:line, or are skipped and counted on request;

@@ -151,6 +151,8 @@ fn run(a: Args) -> Result<()> {
         .with_context(|| format!("creating {}", a.model_dir.display()))?;
     let _lock = checkpoint::lock_model_dir(&a.model_dir)?;
     let (mut config, changes) = resolve_config(&a, &a.model_dir)?;
+    config.model.validate_sizes()?;
+    config.train.validate()?;
     let resuming = changes.is_some();
     let say = |m: &str| {
         if !a.quiet {
@@ -158,7 +160,9 @@ fn run(a: Args) -> Result<()> {
         }
     };
     for c in changes.iter().flatten() {
-        say(&format!("resume: {c} (applies from this update on; recorded in config.json)"));
+        say(&format!(
+            "resume: {c} (applies from this update on; recorded in config.json)"
+        ));
     }
     if !resuming && a.model_dir.join(checkpoint::CONFIG_FILE).exists() {
         say(&format!(

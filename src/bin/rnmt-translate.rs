@@ -105,7 +105,13 @@ fn run(a: Args) -> Result<()> {
     let stats = match &a.input {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            stream(&translator, BufReader::new(f), &p.display().to_string(), out, &opts)?
+            stream(
+                &translator,
+                BufReader::new(f),
+                &p.display().to_string(),
+                out,
+                &opts,
+            )?
         }
         None => stream(
             &translator,

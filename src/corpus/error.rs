@@ -22,6 +22,8 @@ pub enum SkipReason {
     EmptySide,
     /// A blank line that is not at the end of the file.
     BlankLine,
+    /// A line longer than [`ReadOptions::max_line_bytes`](super::ReadOptions).
+    TooLong,
 }
 
 impl SkipReason {
@@ -32,6 +34,7 @@ impl SkipReason {
             SkipReason::InvalidUtf8 => "invalid UTF-8",
             SkipReason::EmptySide => "empty side",
             SkipReason::BlankLine => "blank line",
+            SkipReason::TooLong => "line too long",
         }
     }
 }
@@ -67,12 +70,18 @@ pub struct SkipCounts {
     pub empty_side: u64,
     /// Blank lines before the end of the file.
     pub blank_line: u64,
+    /// Lines longer than the byte limit.
+    pub too_long: u64,
 }
 
 impl SkipCounts {
     /// Total number of skipped lines.
     pub fn total(&self) -> u64 {
-        self.wrong_field_count + self.invalid_utf8 + self.empty_side + self.blank_line
+        self.wrong_field_count
+            + self.invalid_utf8
+            + self.empty_side
+            + self.blank_line
+            + self.too_long
     }
 
     /// The count for one reason.
@@ -82,6 +91,7 @@ impl SkipCounts {
             SkipReason::InvalidUtf8 => self.invalid_utf8,
             SkipReason::EmptySide => self.empty_side,
             SkipReason::BlankLine => self.blank_line,
+            SkipReason::TooLong => self.too_long,
         }
     }
 
@@ -92,6 +102,7 @@ impl SkipCounts {
             SkipReason::InvalidUtf8 => &mut self.invalid_utf8,
             SkipReason::EmptySide => &mut self.empty_side,
             SkipReason::BlankLine => &mut self.blank_line,
+            SkipReason::TooLong => &mut self.too_long,
         };
         *slot += n;
     }
@@ -110,6 +121,7 @@ impl fmt::Display for SkipCounts {
             SkipReason::InvalidUtf8,
             SkipReason::EmptySide,
             SkipReason::BlankLine,
+            SkipReason::TooLong,
         ];
         let mut sep = ": ";
         for reason in reasons {
@@ -128,22 +140,34 @@ impl fmt::Display for SkipCounts {
 #[derive(Debug, Error)]
 pub enum CorpusError {
     /// A file could not be opened.
-    #[error("{}: cannot open: {cause}", path.display())]
+    #[error("{}: cannot open", path.display())]
     Open {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         cause: io::Error,
     },
     /// Reading failed part-way through a file.
-    #[error("{}:{line}: read error: {cause}", path.display())]
+    #[error("{}:{line}: read error", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The line being read.
         line: u64,
         /// The OS error.
+        #[source]
         cause: io::Error,
+    },
+    /// A physical line is longer than the limit (it is never read whole).
+    #[error("{}:{line}: line longer than {limit} bytes (data.max_line_bytes); use --skip-bad-lines to skip such lines", path.display())]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// A line has too few or too many fields.
     #[error("{}:{line}: expected {expected}, found {found}", path.display())]
@@ -238,6 +262,7 @@ impl CorpusError {
             CorpusError::InvalidUtf8 { .. } => Some(SkipReason::InvalidUtf8),
             CorpusError::EmptySide { .. } => Some(SkipReason::EmptySide),
             CorpusError::BlankLine { .. } => Some(SkipReason::BlankLine),
+            CorpusError::LineTooLong { .. } => Some(SkipReason::TooLong),
             _ => None,
         }
     }
@@ -250,6 +275,7 @@ impl CorpusError {
             | CorpusError::InvalidUtf8 { line, .. }
             | CorpusError::EmptySide { line, .. }
             | CorpusError::BlankLine { line, .. }
+            | CorpusError::LineTooLong { line, .. }
             | CorpusError::Header { line, .. }
             | CorpusError::LineCountMismatch { line, .. } => Some(*line),
             CorpusError::Open { .. } | CorpusError::EmptyCorpus { .. } => None,

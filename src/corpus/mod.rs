@@ -24,6 +24,7 @@
 
 mod error;
 mod filter;
+pub mod lines;
 mod raw;
 mod reader;
 
@@ -209,13 +210,30 @@ impl fmt::Display for CorpusSource {
 }
 
 /// How to read a corpus.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReadOptions {
     /// Unicode normalization applied to both sides (default NFKC).
     pub normalization: Normalization,
     /// Skip and count bad lines instead of stopping at the first one (default false).
     pub skip_bad_lines: bool,
+    /// A physical line longer than this many bytes is a bad line
+    /// ([`CorpusError::LineTooLong`]); memory per line stays bounded (default 65536).
+    pub max_line_bytes: usize,
+}
+
+/// Default of [`ReadOptions::max_line_bytes`]: far above any sentence pair, far below what
+/// would make tokenization slow or memory-hungry.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 16;
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            normalization: Normalization::default(),
+            skip_bad_lines: false,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
 }
 
 /// One sentence pair, normalized.

@@ -4,11 +4,13 @@
 //! are trailing (ignored) or not (an error).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use csv::{ByteRecord, ReaderBuilder, Terminator};
 
+use super::lines::{read_line_bounded, strip_bom};
 use super::{CorpusError, CorpusSource, DelimitedFormat};
 
 /// One line (or CSV record) of a corpus, before normalization.
@@ -26,8 +28,9 @@ pub(super) enum RawSource {
 }
 
 impl RawSource {
-    /// Opens the file(s) of `source`.
-    pub(super) fn open(source: &CorpusSource) -> Result<Self, CorpusError> {
+    /// Opens the file(s) of `source`; lines longer than `max_line_bytes` are never held whole
+    /// and come out as [`CorpusError::LineTooLong`].
+    pub(super) fn open(source: &CorpusSource, max_line_bytes: usize) -> Result<Self, CorpusError> {
         Ok(match source {
             CorpusSource::Delimited {
                 path,
@@ -36,11 +39,16 @@ impl RawSource {
                 tgt_col,
                 header,
             } => RawSource::Delimited(Box::new(DelimitedLines::open(
-                path, *format, *src_col, *tgt_col, *header,
+                path,
+                *format,
+                *src_col,
+                *tgt_col,
+                *header,
+                max_line_bytes,
             )?)),
             CorpusSource::Aligned { src, tgt } => RawSource::Aligned(Box::new(AlignedLines {
-                src: LineFile::open(src)?,
-                tgt: LineFile::open(tgt)?,
+                src: LineFile::open(src, max_line_bytes)?,
+                tgt: LineFile::open(tgt, max_line_bytes)?,
                 line: 0,
             })),
         })
@@ -90,7 +98,10 @@ enum Width {
 /// Records of a TSV/CSV file. The `csv` crate skips empty lines silently, so their line
 /// numbers are recovered from the reader's position and reported as blank lines.
 pub(super) struct DelimitedLines {
-    rdr: csv::Reader<File>,
+    rdr: csv::Reader<CappedLines<File>>,
+    /// What the [`CappedLines`] inside `rdr` cut.
+    cut_lines: Arc<Mutex<CutLog>>,
+    max_line_bytes: usize,
     record: ByteRecord,
     path: PathBuf,
     format: DelimitedFormat,
@@ -117,6 +128,7 @@ impl DelimitedLines {
         src_col: usize,
         tgt_col: usize,
         header: bool,
+        max_line_bytes: usize,
     ) -> Result<Self, CorpusError> {
         let mut file = open_file(path)?;
         let (file_len, ends_with_newline) = last_byte(&mut file)
@@ -126,6 +138,7 @@ impl DelimitedLines {
                 cause,
             })?
             .map_or((None, true), |(len, last)| (Some(len), last == b'\n'));
+        let cut_lines = Arc::new(Mutex::new(CutLog::default()));
         let rdr = ReaderBuilder::new()
             .delimiter(format.delimiter())
             .quoting(format == DelimitedFormat::Csv)
@@ -133,7 +146,13 @@ impl DelimitedLines {
             .flexible(true)
             .terminator(Terminator::Any(b'\n'))
             .buffer_capacity(1 << 16)
-            .from_reader(file);
+            .from_reader(CappedLines {
+                inner: file,
+                max: max_line_bytes,
+                line: 1,
+                in_line: 0,
+                cut: cut_lines.clone(),
+            });
         let needed = src_col.max(tgt_col) + 1;
         let width = match format {
             DelimitedFormat::Tsv => Width::Exact(needed),
@@ -141,6 +160,8 @@ impl DelimitedLines {
         };
         Ok(DelimitedLines {
             rdr,
+            cut_lines,
+            max_line_bytes,
             record: ByteRecord::new(),
             path: path.to_path_buf(),
             format,
@@ -188,8 +209,13 @@ impl DelimitedLines {
             }
             let pos = self.rdr.position();
             let newlines_inside = self.record.as_slice().iter().filter(|&&b| b == b'\n');
+            let dropped = self
+                .cut_lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dropped;
             let terminated = match self.file_len {
-                Some(len) if pos.byte() == len => self.ends_with_newline,
+                Some(len) if pos.byte() + dropped == len => self.ends_with_newline,
                 _ => true,
             };
             let start = pos
@@ -204,6 +230,22 @@ impl DelimitedLines {
 
     /// Turns the current record into an item; `None` for the header.
     fn process(&mut self, line: u64) -> Option<Result<RawItem, CorpusError>> {
+        // A record that contains a cut physical line is incomplete: never read it as a pair.
+        let cut = {
+            let mut log = self.cut_lines.lock().unwrap_or_else(|p| p.into_inner());
+            let end = self.next_line.max(line + 1);
+            let hit = log.lines.iter().copied().find(|&l| l >= line && l < end);
+            log.lines.retain(|&l| l >= end);
+            hit
+        };
+        if let Some(cut_line) = cut {
+            self.header_pending = false;
+            return Some(Err(CorpusError::LineTooLong {
+                path: self.path.clone(),
+                line: cut_line,
+                limit: self.max_line_bytes,
+            }));
+        }
         let n = self.record.len();
         let field = |i: usize| -> &[u8] {
             let f = &self.record[i];
@@ -262,6 +304,65 @@ impl DelimitedLines {
     }
 }
 
+/// What a [`CappedLines`] cut: the 1-based numbers of the lines, and the bytes dropped.
+#[derive(Default)]
+struct CutLog {
+    lines: Vec<u64>,
+    dropped: u64,
+}
+
+/// A reader that passes at most `max` bytes of each physical line (`\n`-terminated) and
+/// drops the rest, recording what it cut in `cut`.
+struct CappedLines<R> {
+    inner: R,
+    max: usize,
+    line: u64,
+    in_line: usize,
+    cut: Arc<Mutex<CutLog>>,
+}
+
+impl<R: Read> Read for CappedLines<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut chunk = vec![0u8; out.len().max(1)];
+        loop {
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut w = 0;
+            let mut dropped = 0u64;
+            for &b in &chunk[..n] {
+                if b == b'\n' {
+                    out[w] = b;
+                    w += 1;
+                    self.line += 1;
+                    self.in_line = 0;
+                } else if self.in_line < self.max {
+                    out[w] = b;
+                    w += 1;
+                    self.in_line += 1;
+                } else {
+                    dropped += 1;
+                    if self.in_line == self.max {
+                        self.in_line += 1;
+                        self.cut
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .lines
+                            .push(self.line);
+                    }
+                }
+            }
+            if dropped > 0 {
+                self.cut.lock().unwrap_or_else(|p| p.into_inner()).dropped += dropped;
+            }
+            if w > 0 {
+                return Ok(w);
+            }
+        }
+    }
+}
+
 /// The file's length and last byte, or `None` if it is empty or cannot seek; the file is left
 /// at its start.
 fn last_byte(file: &mut File) -> io::Result<Option<(u64, u8)>> {
@@ -284,35 +385,45 @@ struct LineFile {
     path: PathBuf,
     reader: BufReader<File>,
     buf: Vec<u8>,
+    max_line_bytes: usize,
+    /// The current line was longer than `max_line_bytes` (and `buf` holds its start).
+    cut: bool,
 }
 
 impl LineFile {
-    fn open(path: &Path) -> Result<Self, CorpusError> {
+    fn open(path: &Path, max_line_bytes: usize) -> Result<Self, CorpusError> {
         Ok(LineFile {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 16, open_file(path)?),
             buf: Vec::new(),
+            max_line_bytes,
+            cut: false,
         })
     }
 
-    /// Reads line `line` into `buf` without its `\n` / `\r\n`; false at the end of the file.
+    /// Reads line `line` into `buf` without its `\n` / `\r\n` (and, on line 1, without a
+    /// byte order mark); false at the end of the file.
     fn read_line(&mut self, line: u64) -> Result<bool, CorpusError> {
-        self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|cause| CorpusError::Read {
+        let n = read_line_bounded(&mut self.reader, &mut self.buf, self.max_line_bytes).map_err(
+            |cause| CorpusError::Read {
                 path: self.path.clone(),
                 line,
                 cause,
-            })?;
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
+            },
+        )?;
+        self.cut = n.is_some_and(|n| n > self.max_line_bytes);
+        if line == 1 {
+            strip_bom(&mut self.buf);
         }
-        if self.buf.last() == Some(&b'\r') {
-            self.buf.pop();
+        Ok(n.is_some())
+    }
+
+    fn too_long(&self, line: u64) -> CorpusError {
+        CorpusError::LineTooLong {
+            path: self.path.clone(),
+            line,
+            limit: self.max_line_bytes,
         }
-        Ok(n > 0)
     }
 
     /// Whether the current line and all lines after it are blank.
@@ -346,6 +457,11 @@ impl AlignedLines {
             let (shorter, longer) = match (has_src, has_tgt) {
                 (false, false) => return Ok(None),
                 (true, true) => {
+                    for f in [&self.src, &self.tgt] {
+                        if f.cut {
+                            return Err(f.too_long(line));
+                        }
+                    }
                     if is_blank(&self.src.buf) && is_blank(&self.tgt.buf) {
                         return Ok(Some(RawItem::Blank(line)));
                     }

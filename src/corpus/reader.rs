@@ -27,7 +27,7 @@ pub struct PairReader {
 impl PairReader {
     pub(super) fn open(source: &CorpusSource, opts: &ReadOptions) -> Result<Self, CorpusError> {
         Ok(PairReader {
-            raw: RawSource::open(source)?,
+            raw: RawSource::open(source, opts.max_line_bytes)?,
             source: source.clone(),
             opts: *opts,
             skipped: SkipCounts::default(),

@@ -16,7 +16,10 @@ pub use seq2seq::{Loss, Seq2Seq};
 
 /// Builds a freshly initialized model in `p` after checking its config, turning a libtorch
 /// failure (out of memory for an outsized model, say) into an error instead of a panic.
-pub fn build(p: &tch::nn::Path, config: &crate::config::ModelConfig) -> crate::error::Result<Seq2Seq> {
+pub fn build(
+    p: &tch::nn::Path,
+    config: &crate::config::ModelConfig,
+) -> crate::error::Result<Seq2Seq> {
     config.validate()?;
     crate::panic::contain(|| Seq2Seq::new(p, config)).map_err(|m| {
         crate::error::Error::Config(format!(

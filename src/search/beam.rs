@@ -121,12 +121,12 @@ pub fn beam_search(
             let settled = at_bound
                 || extended > 0
                     && cannot_improve(
-                    &finished[s],
-                    &next_scores[next_scores.len() - extended..],
-                    t + 2,
-                    bounds[s],
-                    cfg,
-                );
+                        &finished[s],
+                        &next_scores[next_scores.len() - extended..],
+                        t + 2,
+                        bounds[s],
+                        cfg,
+                    );
             if finished[s].len() < k && extended > 0 && !settled {
                 // Pad a beam that lacks continuations (tiny vocabularies) with dead rows.
                 while extended < k {
