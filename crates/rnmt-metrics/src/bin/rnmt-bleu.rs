@@ -29,9 +29,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use rnmt::metrics::bootstrap::{paired_bootstrap, DEFAULT_SAMPLES, DEFAULT_SEED};
-use rnmt::metrics::report::{paired_json, paired_text, single_results, PairedColumn};
-use rnmt::metrics::{
+use rnmt_metrics::bootstrap::{paired_bootstrap, DEFAULT_SAMPLES, DEFAULT_SEED};
+use rnmt_metrics::report::{paired_json, paired_text, single_results, PairedColumn};
+use rnmt_metrics::{
     io, AnyMetric, Bleu, BleuConfig, Chrf, ChrfConfig, Metric, MetricsError, SmoothMethod,
     Tokenizer,
 };
