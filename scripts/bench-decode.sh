@@ -15,7 +15,7 @@ MODEL=${1:-runs/$CORPUS}
 THREADS=${THREADS:-2}
 
 scripts/setup.sh >/dev/null
-cargo build --release --bins --quiet
+cargo build --release --workspace --bins --quiet
 if [[ ! -f "$MODEL/model.safetensors" ]]; then
     echo "no model in $MODEL: training one for 3 minutes"
     target/release/rnmt-train --train "corpora/$CORPUS.train.tsv" --valid "corpora/$CORPUS.dev.tsv" \

@@ -36,7 +36,7 @@ print(float(n)*u[unit])") || die "bad budget '$BUDGET' (use e.g. 90s, 10m, 1h)"
 piece=$(python3 -c "print(f'{$budget_s/$POINTS:.3f}s')")
 
 scripts/setup.sh >/dev/null
-cargo build --release --bins --quiet
+cargo build --release --workspace --bins --quiet
 mkdir -p "$MODEL_DIR"
 table="$MODEL_DIR/quality.tsv"
 printf 'minutes\tupdates\tvalid_bleu\ttest_bleu\ttest_chrf\n' > "$table"

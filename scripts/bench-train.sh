@@ -19,7 +19,7 @@ config=()
 [[ -n "$CONFIG" ]] && config=(--config "$CONFIG")
 
 scripts/setup.sh >/dev/null
-cargo build --release --bins --quiet
+cargo build --release --workspace --bins --quiet
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 target/release/rnmt-train \

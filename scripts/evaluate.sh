@@ -16,7 +16,7 @@ die() { echo "evaluate: $*" >&2; exit 1; }
 model=$1
 [[ -d "$model" ]] || die "$model is not a model directory"
 bin=target/release
-[[ -x $bin/rnmt-translate && -x $bin/rnmt-bleu ]] || cargo build --release --bins --quiet \
+[[ -x $bin/rnmt-translate && -x $bin/rnmt-bleu ]] || cargo build --release --workspace --bins --quiet \
     || die "building the binaries failed"
 
 work=$(mktemp -d)

@@ -19,7 +19,7 @@ threads=()
 
 scripts/setup.sh
 echo "== building (release)"
-cargo build --release --bins
+cargo build --release --workspace --bins
 
 echo "== training on corpora/$CORPUS.train.tsv for $TRAIN_TIME (model: $MODEL_DIR)"
 target/release/rnmt-train \

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the sacrebleu fixtures used by rnmt's metric tests.
 
-The Rust tests (tests/bleu_sacrebleu.rs, tests/bleu_cli.rs) only *read* the
+The Rust tests (crates/rnmt-metrics/tests/bleu_sacrebleu.rs and bleu_cli.rs) only *read* the
 files this script writes; they never need Python. Run this script only when
 the fixtures must change (new inputs, new sacrebleu version):
 
@@ -10,12 +10,12 @@ the fixtures must change (new inputs, new sacrebleu version):
     /tmp/sacrebleu-venv/bin/python scripts/make-bleu-fixtures.py [--regen-inputs]
 
 Without --regen-inputs the committed input files in
-tests/fixtures/sacrebleu/ are scored as they are. With it, the inputs are
+crates/rnmt-metrics/tests/fixtures/sacrebleu/ are scored as they are. With it, the inputs are
 first rebuilt, deterministically, from the parallel corpora in
 `--corpora` (default: ../shared/corpora next to the repository) plus the
 hand-written edge cases below.
 
-Outputs (all in tests/fixtures/sacrebleu/):
+Outputs (all in crates/rnmt-metrics/tests/fixtures/sacrebleu/):
   expected_corpus.json   corpus BLEU for every tokenizer x smoothing x case,
                          corpus chrF / chrF++ (several options)
   expected_sentence.json sentence-level BLEU and chrF, one record per line
@@ -38,7 +38,7 @@ from sacrebleu.significance import PairedTest
 from sacrebleu.utils import sum_of_lists
 
 ROOT = Path(__file__).resolve().parent.parent
-FIX = ROOT / "tests" / "fixtures" / "sacrebleu"
+FIX = ROOT / "crates" / "rnmt-metrics" / "tests" / "fixtures" / "sacrebleu"
 TOKENIZERS = ["13a", "intl", "char", "none"]
 SMOOTHS = ["exp", "floor", "add-k", "none"]
 

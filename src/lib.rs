@@ -35,14 +35,17 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod memory;
-pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod panic;
-pub mod rng;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;
 pub mod validation;
+
+/// BLEU, chrF and paired bootstrap (the `rnmt-metrics` crate, which builds without libtorch).
+pub use rnmt_metrics as metrics;
+/// The seeded SplitMix64 generator of batch shuffling and bootstrap resampling.
+pub use rnmt_metrics::rng;

@@ -1,20 +1,23 @@
-//! A small seeded random number generator (SplitMix64) for data order and bootstrap
-//! resampling. Its whole state is one
-//! `u64`, saved in the trainer state so a resumed run continues the same sequence.
-//! (Initialization and dropout use libtorch's generator, re-seeded from the run's seed.)
-use serde::{Deserialize, Serialize};
+//! A small seeded random number generator (SplitMix64) for bootstrap resampling, and in rnmt
+//! for the data order and the per-update libtorch seeds. Nothing saves its state: every user
+//! makes a fresh generator from the run's seed mixed with a counter (epoch, update), so a
+//! resumed run derives the same sequences again. (Initialization and dropout use libtorch's
+//! generator, re-seeded from those per-update seeds.)
 
 /// SplitMix64 (Steele, Lea & Flood 2014).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rng {
+    /// The whole state: the last value of the Weyl sequence (the seed before the first draw).
     pub state: u64,
 }
 
 impl Rng {
+    /// A generator whose first draw is determined by `seed` alone.
     pub fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
 
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

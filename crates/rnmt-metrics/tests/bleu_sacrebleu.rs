@@ -1,15 +1,15 @@
 //! Agreement of rnmt's metrics with sacrebleu 2.6.0.
 //!
-//! The expected values in tests/fixtures/sacrebleu/expected_*.json were
-//! produced by sacrebleu itself (scripts/make-bleu-fixtures.py); these tests
+//! The expected values in tests/fixtures/sacrebleu/expected_*.json (in this crate) were
+//! produced by sacrebleu itself (scripts/make-bleu-fixtures.py at the workspace root); these tests
 //! only read them. Scores must agree to 1e-9 (the requirement is 0.01; the
 //! computations are in fact bit-identical, the tolerance only absorbs
 //! serde_json's last-bit float parsing) and printed lines must be identical.
 
 use std::path::PathBuf;
 
-use rnmt::metrics::bootstrap::paired_bootstrap;
-use rnmt::metrics::{
+use rnmt_metrics::bootstrap::paired_bootstrap;
+use rnmt_metrics::{
     io, Bleu, BleuConfig, Chrf, ChrfConfig, Metric, ScoreReport, SmoothMethod, Tokenizer,
 };
 use serde_json::Value;

@@ -22,16 +22,17 @@
 //! chrF has its own `--chrf-*` options. `--sentence-level` allows a single
 //! metric and ignores `--format json`, as sacrebleu does.
 
+use std::error::Error;
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use rnmt::metrics::bootstrap::{paired_bootstrap, DEFAULT_SAMPLES, DEFAULT_SEED};
-use rnmt::metrics::report::{paired_json, paired_text, single_results, PairedColumn};
-use rnmt::metrics::{
+use rnmt_metrics::bootstrap::{paired_bootstrap, DEFAULT_SAMPLES, DEFAULT_SEED};
+use rnmt_metrics::report::{paired_json, paired_text, single_results, PairedColumn};
+use rnmt_metrics::{
     io, AnyMetric, Bleu, BleuConfig, Chrf, ChrfConfig, Metric, MetricsError, SmoothMethod,
     Tokenizer,
 };
@@ -262,28 +263,41 @@ fn run(args: &Args) -> Result<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse_from(rewrite_sacrebleu_shorts(std::env::args_os()));
-    let output = match run(&args) {
-        Ok(out) => out,
+    match run(&args).and_then(|output| print(&output)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("rnmt-bleu: error: {err:#}");
-            return ExitCode::FAILURE;
+            eprintln!("rnmt-bleu: error: {}", error_chain(err.as_ref()));
+            ExitCode::FAILURE
         }
-    };
+    }
+}
+
+/// Write `output` to stdout. A reader that went away (`rnmt-bleu ... | head -n 1`) is not an
+/// error: the output was not wanted any more.
+fn print(output: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(output.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "rnmt-bleu: error: {:#}",
-                anyhow::Error::new(e).context("cannot write to stdout")
-            );
-            ExitCode::FAILURE
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
         }
+        _ => Ok(()),
     }
+}
+
+/// `error: cause: cause ...`: the error and every error of its [`Error::source`] chain, each
+/// once (no `Display` here formats its own source).
+fn error_chain(err: &(dyn Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        msg.push_str(": ");
+        msg.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    msg
 }
 
 #[cfg(test)]
@@ -318,5 +332,29 @@ mod tests {
                 "-lc"
             ]
         );
+    }
+
+    #[test]
+    fn error_chain_prints_every_cause_once() {
+        let io = std::io::Error::new(ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(MetricsError::Io {
+            path: "ref.txt".into(),
+            source: io,
+        })
+        .context("scoring");
+        assert_eq!(
+            error_chain(err.as_ref()),
+            "scoring: cannot read ref.txt: gone"
+        );
+        let bytes = vec![b'o', b'k', 0xff];
+        let utf8 = std::str::from_utf8(&bytes).unwrap_err();
+        let err = MetricsError::InvalidUtf8 {
+            path: "hyp.txt".into(),
+            line: 3,
+            source: utf8,
+        };
+        let msg = error_chain(&err);
+        assert_eq!(msg, format!("hyp.txt: line 3 is not valid UTF-8: {utf8}"));
+        assert_eq!(msg.matches(&utf8.to_string()).count(), 1, "{msg}");
     }
 }

@@ -80,16 +80,58 @@ fn read_fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_dir().join(name)).expect("fixture readable")
 }
 
+/// `cmd` split at whitespace (no argument in these tests contains a space).
+fn argv(cmd: &str) -> Vec<&str> {
+    cmd.split_whitespace().collect()
+}
+
+/// Run each `(recorded sacrebleu run, rnmt-bleu command line)` in the fixture directory: its
+/// stdout must be the recorded stdout, byte for byte. Returns the outputs in order.
+fn assert_runs_match_sacrebleu(cases: &[(&str, &str)]) -> Vec<String> {
+    cases
+        .iter()
+        .map(|&(name, cmd)| {
+            let got = ok(&argv(cmd));
+            assert_eq!(got, sacrebleu_stdout(name), "rnmt-bleu {cmd}");
+            got
+        })
+        .collect()
+}
+
+/// Run in `dir` with `stdin`, expecting failure; stderr must contain every one of `needles`.
+fn fails_with(dir: &Path, cmd: &str, stdin: Option<&[u8]>, needles: &[&str]) -> String {
+    let err = fails(dir, &argv(cmd), stdin);
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "rnmt-bleu {cmd}: {needle:?} missing in {err:?}"
+        );
+    }
+    err
+}
+
+/// [`fails_with`], and the error is one line.
+fn fails_in_one_line(dir: &Path, cmd: &str, stdin: Option<&[u8]>, needles: &[&str]) -> String {
+    one_line(&fails_with(dir, cmd, stdin, needles)).to_string()
+}
+
+/// A temporary directory holding `files` (name, contents).
+fn dir_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).expect("write");
+    }
+    dir
+}
+
 #[test]
 fn width_1_text_matches_sacrebleu_default_cli_output() {
-    let got = ok(&["lohelp.ref.fr", "-i", "lohelp.hyp.fr", "-w", "1"]);
-    assert_eq!(got, sacrebleu_stdout("text_w1"));
+    assert_runs_match_sacrebleu(&[("text_w1", "lohelp.ref.fr -i lohelp.hyp.fr -w 1")]);
 }
 
 #[test]
 fn default_output_is_sacrebleu_text_with_two_decimals() {
-    let got = ok(&["lohelp.ref.fr", "--input", "lohelp.hyp.fr"]);
-    assert_eq!(got, sacrebleu_stdout("text_w2"));
+    assert_runs_match_sacrebleu(&[("text_w2", "lohelp.ref.fr --input lohelp.hyp.fr")]);
 }
 
 #[test]
@@ -111,145 +153,87 @@ fn stdin_with_crlf_line_endings_is_stripped_like_sacrebleu() {
 
 #[test]
 fn bleu_and_chrf_lines_are_aligned_like_sacrebleu() {
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "--metrics",
-        "bleu,chrf",
+    assert_runs_match_sacrebleu(&[
+        (
+            "text_w2_bleu_chrf",
+            "lohelp.ref.fr -i lohelp.hyp.fr --metrics bleu,chrf",
+        ),
+        // sacrebleu sorts metrics by name whatever the order given
+        (
+            "text_w2_bleu_chrf",
+            "lohelp.ref.fr -i lohelp.hyp.fr -m chrf -m bleu",
+        ),
     ]);
-    assert_eq!(got, sacrebleu_stdout("text_w2_bleu_chrf"));
-    // sacrebleu sorts metrics by name whatever the order given
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-m",
-        "chrf",
-        "-m",
-        "bleu",
-    ]);
-    assert_eq!(got, sacrebleu_stdout("text_w2_bleu_chrf"));
 }
 
 #[test]
 fn chrf_plus_plus_with_word_order_2() {
-    let expected = sacrebleu_stdout("text_w2_chrfpp_bleu");
-    assert!(expected.contains("chrF2++|"));
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-m",
-        "chrf,bleu",
-        "--chrf-word-order",
-        "2",
+    assert!(sacrebleu_stdout("text_w2_chrfpp_bleu").contains("chrF2++|"));
+    assert_runs_match_sacrebleu(&[
+        (
+            "text_w2_chrfpp_bleu",
+            "lohelp.ref.fr -i lohelp.hyp.fr -m chrf,bleu --chrf-word-order 2",
+        ),
+        (
+            "text_w2_chrfpp_bleu",
+            "lohelp.ref.fr -i lohelp.hyp.fr -m chrf,bleu -cw 2",
+        ),
     ]);
-    assert_eq!(got, expected);
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-m",
-        "chrf,bleu",
-        "-cw",
-        "2",
-    ]);
-    assert_eq!(got, expected);
 }
 
 #[test]
 fn json_format_matches_sacrebleu() {
-    let got = ok(&["lohelp.ref.fr", "-i", "lohelp.hyp.fr", "--format", "json"]);
-    assert_eq!(got, sacrebleu_stdout("json_w2"));
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-f",
-        "json",
-        "-w",
-        "1",
-        "-m",
-        "bleu,chrf",
+    let got = assert_runs_match_sacrebleu(&[
+        ("json_w2", "lohelp.ref.fr -i lohelp.hyp.fr --format json"),
+        (
+            "json_w1_bleu_chrf",
+            "lohelp.ref.fr -i lohelp.hyp.fr -f json -w 1 -m bleu,chrf",
+        ),
+        (
+            "json_chrf_w2",
+            "lohelp.ref.fr -i lohelp.hyp.fr -f json -m chrf",
+        ),
     ]);
-    assert_eq!(got, sacrebleu_stdout("json_w1_bleu_chrf"));
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-f",
-        "json",
-        "-m",
-        "chrf",
-    ]);
-    assert_eq!(got, sacrebleu_stdout("json_chrf_w2"));
-    let parsed: Value = serde_json::from_str(&got).expect("valid JSON");
+    let parsed: Value = serde_json::from_str(&got[2]).expect("valid JSON");
     assert_eq!(parsed["name"], "chrF2");
 }
 
 #[test]
 fn score_only() {
-    let got = ok(&["lohelp.ref.fr", "-i", "lohelp.hyp.fr", "-b"]);
-    assert_eq!(got, sacrebleu_stdout("score_only_w2"));
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "--score-only",
-        "-m",
-        "bleu,chrf",
+    assert_runs_match_sacrebleu(&[
+        ("score_only_w2", "lohelp.ref.fr -i lohelp.hyp.fr -b"),
+        (
+            "score_only_w2_bleu_chrf",
+            "lohelp.ref.fr -i lohelp.hyp.fr --score-only -m bleu,chrf",
+        ),
+        (
+            "score_only_json_bleu_chrf",
+            "lohelp.ref.fr -i lohelp.hyp.fr -b -m bleu,chrf -f json",
+        ),
     ]);
-    assert_eq!(got, sacrebleu_stdout("score_only_w2_bleu_chrf"));
-    let got = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-b",
-        "-m",
-        "bleu,chrf",
-        "-f",
-        "json",
-    ]);
-    assert_eq!(got, sacrebleu_stdout("score_only_json_bleu_chrf"));
 }
 
 #[test]
 fn multiple_references_lowercase_and_intl_short_and_long_options() {
     let expected = sacrebleu_stdout("text_w2_2ref_lc_intl");
     assert!(expected.contains("nrefs:2|case:lc"));
-    let short = ok(&[
-        "lohelp.ref.fr",
-        "lohelp.ref2.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-lc",
-        "-tok",
-        "intl",
+    assert_runs_match_sacrebleu(&[
+        (
+            "text_w2_2ref_lc_intl",
+            "lohelp.ref.fr lohelp.ref2.fr -i lohelp.hyp.fr -lc -tok intl",
+        ),
+        (
+            "text_w2_2ref_lc_intl",
+            "lohelp.ref.fr lohelp.ref2.fr -i lohelp.hyp.fr --lowercase --tokenize intl",
+        ),
+        (
+            "text_w2_2ref_lc_intl",
+            "lohelp.ref.fr lohelp.ref2.fr -i lohelp.hyp.fr -lc -tok=intl",
+        ),
     ]);
-    assert_eq!(short, expected);
-    let long = ok(&[
-        "lohelp.ref.fr",
-        "lohelp.ref2.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "--lowercase",
-        "--tokenize",
-        "intl",
-    ]);
-    assert_eq!(long, expected);
-    let eq = ok(&[
-        "lohelp.ref.fr",
-        "lohelp.ref2.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "-lc",
-        "-tok=intl",
-    ]);
-    assert_eq!(eq, expected);
     // multiple references also work with stdin
     let hyp = read_fixture("lohelp.hyp.fr");
-    let args = ["lohelp.ref.fr", "lohelp.ref2.fr", "-lc", "-tok", "intl"];
+    let args = argv("lohelp.ref.fr lohelp.ref2.fr -lc -tok intl");
     assert_eq!(
         ok_output(run_in(&fixture_dir(), &args, Some(&hyp)), &args),
         expected
@@ -258,30 +242,15 @@ fn multiple_references_lowercase_and_intl_short_and_long_options() {
 
 #[test]
 fn smoothing_options() {
-    let expected = sacrebleu_stdout("text_w2_floor");
-    assert!(expected.contains("smooth:floor[0.20]"));
-    let got = ok(&[
-        "misc.ref",
-        "-i",
-        "misc.hyp",
-        "--smooth-method",
-        "floor",
-        "--smooth-value",
-        "0.2",
+    assert!(sacrebleu_stdout("text_w2_floor").contains("smooth:floor[0.20]"));
+    assert_runs_match_sacrebleu(&[
+        (
+            "text_w2_floor",
+            "misc.ref -i misc.hyp --smooth-method floor --smooth-value 0.2",
+        ),
+        ("text_w2_floor", "misc.ref -i misc.hyp -s floor -sv 0.2"),
+        ("text_w2_addk", "short.ref -i short.hyp -s add-k -tok char"),
     ]);
-    assert_eq!(got, expected);
-    let got = ok(&["misc.ref", "-i", "misc.hyp", "-s", "floor", "-sv", "0.2"]);
-    assert_eq!(got, expected);
-    let got = ok(&[
-        "short.ref",
-        "-i",
-        "short.hyp",
-        "-s",
-        "add-k",
-        "-tok",
-        "char",
-    ]);
-    assert_eq!(got, sacrebleu_stdout("text_w2_addk"));
 }
 
 /// Every tokenizer x smoothing x case combination through the CLI, against
@@ -295,33 +264,28 @@ fn every_tokenizer_smoothing_and_case_through_the_cli() {
         if !(ds == "misc_2ref" || ds == "short") {
             continue;
         }
-        let mut args: Vec<String> = if ds == "misc_2ref" {
-            vec![
-                "misc.ref".into(),
-                "misc.ref2".into(),
-                "-i".into(),
-                "misc.hyp".into(),
-            ]
+        let mut cmd = if ds == "misc_2ref" {
+            "misc.ref misc.ref2 -i misc.hyp"
         } else {
-            vec!["short.ref".into(), "-i".into(), "short.hyp".into()]
-        };
-        args.extend(["-tok".into(), rec["tokenize"].as_str().expect("str").into()]);
-        args.extend([
-            "--smooth-method".into(),
-            rec["smooth_method"].as_str().expect("str").into(),
-        ]);
+            "short.ref -i short.hyp"
+        }
+        .to_string();
+        cmd += &format!(
+            " -tok {} --smooth-method {}",
+            rec["tokenize"].as_str().expect("str"),
+            rec["smooth_method"].as_str().expect("str")
+        );
         if let Some(v) = rec["smooth_value"].as_f64() {
-            args.extend(["-sv".into(), v.to_string()]);
+            cmd += &format!(" -sv {v}");
         }
         if rec["lowercase"].as_bool().expect("bool") {
-            args.push("-lc".into());
+            cmd += " -lc";
         }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let got = ok(&argv);
+        let got = ok(&argv(&cmd));
         assert_eq!(
             got.trim_end(),
             rec["line"].as_str().expect("str"),
-            "{argv:?}"
+            "rnmt-bleu {cmd}"
         );
         checked += 1;
     }
@@ -332,18 +296,14 @@ fn every_tokenizer_smoothing_and_case_through_the_cli() {
 fn sentence_level_bleu() {
     let expected = sacrebleu_stdout("sentence_w2");
     assert_eq!(expected.lines().count(), 40);
-    assert_eq!(
-        ok(&["misc.ref", "-i", "misc.hyp", "--sentence-level"]),
-        expected
-    );
-    assert_eq!(ok(&["misc.ref", "-i", "misc.hyp", "-sl"]), expected);
-    // like sacrebleu, sentence-level output ignores --format json
-    assert_eq!(
-        ok(&["short.ref", "-i", "short.hyp", "-sl", "-f", "json"]),
-        sacrebleu_stdout("sentence_w2_json")
-    );
+    assert_runs_match_sacrebleu(&[
+        ("sentence_w2", "misc.ref -i misc.hyp --sentence-level"),
+        ("sentence_w2", "misc.ref -i misc.hyp -sl"),
+        // like sacrebleu, sentence-level output ignores --format json
+        ("sentence_w2_json", "short.ref -i short.hyp -sl -f json"),
+    ]);
     // -b prints one number per line
-    let scores = ok(&["misc.ref", "-i", "misc.hyp", "-sl", "-b"]);
+    let scores = ok(&argv("misc.ref -i misc.hyp -sl -b"));
     let from_lines: Vec<&str> = expected
         .lines()
         .map(|l| {
@@ -358,40 +318,24 @@ fn sentence_level_bleu() {
 
 #[test]
 fn sentence_level_chrf_plus_plus() {
-    let got = ok(&[
-        "misc.ref",
-        "-i",
-        "misc.hyp",
-        "-sl",
-        "-m",
-        "chrf",
-        "--chrf-word-order",
-        "2",
-    ]);
-    assert_eq!(got, sacrebleu_stdout("sentence_w2_chrf"));
+    assert_runs_match_sacrebleu(&[(
+        "sentence_w2_chrf",
+        "misc.ref -i misc.hyp -sl -m chrf --chrf-word-order 2",
+    )]);
 }
 
 #[test]
 fn sentence_level_rejects_several_metrics_and_paired_tests() {
-    let err = fails(
-        &fixture_dir(),
-        &["misc.ref", "-i", "misc.hyp", "-sl", "-m", "bleu,chrf"],
-        None,
-    );
-    assert!(err.contains("only one metric"), "{err}");
-    let err = fails(
-        &fixture_dir(),
-        &[
-            "misc.ref",
-            "-i",
-            "misc.hyp",
-            "-sl",
-            "--paired-bs",
-            "misc.hyp",
-        ],
-        None,
-    );
-    assert!(err.contains("sentence-level"), "{err}");
+    let dir = fixture_dir();
+    for (cmd, needle) in [
+        ("misc.ref -i misc.hyp -sl -m bleu,chrf", "only one metric"),
+        (
+            "misc.ref -i misc.hyp -sl --paired-bs misc.hyp",
+            "sentence-level",
+        ),
+    ] {
+        fails_with(&dir, cmd, None, &[needle]);
+    }
 }
 
 /// Replace the bootstrap-dependent numbers `(μ ± ci)` and `(p = ...)` so the
@@ -420,16 +364,9 @@ fn mask_bootstrap_numbers(s: &str) -> String {
 
 #[test]
 fn paired_bootstrap_text_report_matches_sacrebleu_layout() {
-    let args = [
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "--paired-bs",
-        "lohelp.hyp2.fr",
-        "-m",
-        "bleu,chrf",
-    ];
-    let got = ok(&args);
+    let got = ok(&argv(
+        "lohelp.ref.fr -i lohelp.hyp.fr --paired-bs lohelp.hyp2.fr -m bleu,chrf",
+    ));
     let expected = sacrebleu_stdout("paired_bs_text");
     assert_eq!(
         mask_bootstrap_numbers(&got),
@@ -506,19 +443,30 @@ fn paired_bootstrap_options_n_and_seed() {
     // p-values are multiples of 1 / (n + 1)
     let p = a[1]["BLEU"]["p_value"].as_f64().expect("p") * 201.0;
     assert!((p - p.round()).abs() < 1e-6, "{p}");
-    let text = ok(&[
-        "lohelp.ref.fr",
-        "-i",
-        "lohelp.hyp.fr",
-        "--paired-bs",
-        "lohelp.hyp3.fr",
-        "--paired-bs-n",
-        "200",
-        "--seed",
-        "7",
-    ]);
+    let text = ok(&argv(
+        "lohelp.ref.fr -i lohelp.hyp.fr --paired-bs lohelp.hyp3.fr --paired-bs-n 200 --seed 7",
+    ));
     assert!(text.contains("Paired bootstrap resampling test with 200 resampling trials"));
     assert!(text.contains("nrefs:1|bs:200|seed:7|case:mixed"));
+}
+
+/// A reader that went away (`rnmt-bleu ... | head -n 1`) is no error: exit 0, nothing on
+/// stderr.
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_rnmt-bleu"))
+        .args(argv("misc.ref -i misc.hyp -sl"))
+        .current_dir(fixture_dir())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.is_empty(), "{err}");
 }
 
 // ---------------------------------------------------------------- bad input
@@ -535,124 +483,106 @@ fn one_line(err: &str) -> &str {
 
 #[test]
 fn different_line_counts_name_both_files_and_counts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ref.txt"), "a b c\nd e f\ng h\n").expect("write");
-    std::fs::write(dir.path().join("hyp.txt"), "a b c\nd e f\n").expect("write");
-    let err = fails(dir.path(), &["ref.txt", "-i", "hyp.txt"], None);
-    let line = one_line(&err);
-    for needle in ["hyp.txt", "ref.txt", "2 lines", "3 lines"] {
-        assert!(line.contains(needle), "{needle:?} missing in {line:?}");
-    }
+    let dir = dir_with(&[
+        ("ref.txt", b"a b c\nd e f\ng h\n"),
+        ("hyp.txt", b"a b c\nd e f\n"),
+        ("ref1.txt", b"x\ny\n"),
+        ("sys.txt", b"1\n2\n3\n4\n"),
+    ]);
+    let dir = dir.path();
+    fails_in_one_line(
+        dir,
+        "ref.txt -i hyp.txt",
+        None,
+        &["hyp.txt", "ref.txt", "2 lines", "3 lines"],
+    );
     // the second reference is checked too, also for stdin
-    std::fs::write(dir.path().join("ref1.txt"), "x\ny\n").expect("write");
-    let err = fails(dir.path(), &["ref1.txt", "ref.txt"], Some(b"a\nb\n"));
-    let line = one_line(&err);
-    assert!(
-        line.contains("<stdin>") && line.contains("ref.txt") && line.contains("3 lines"),
-        "{line}"
+    fails_in_one_line(
+        dir,
+        "ref1.txt ref.txt",
+        Some(b"a\nb\n"),
+        &["<stdin>", "ref.txt", "3 lines"],
     );
     // and the paired system
-    std::fs::write(dir.path().join("sys.txt"), "1\n2\n3\n4\n").expect("write");
-    let err = fails(
-        dir.path(),
-        &["ref1.txt", "-i", "hyp.txt", "--paired-bs", "sys.txt"],
+    fails_in_one_line(
+        dir,
+        "ref1.txt -i hyp.txt --paired-bs sys.txt",
         None,
+        &["sys.txt has 4 lines"],
     );
-    assert!(one_line(&err).contains("sys.txt has 4 lines"), "{err}");
 }
 
 #[test]
 fn invalid_utf8_names_file_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ref.txt"), "a\nb\nc\n").expect("write");
-    std::fs::write(
-        dir.path().join("bad.txt"),
-        b"ok\nfine\nbroken \xff\xfe here\n",
-    )
-    .expect("write");
-    let line = one_line(&fails(dir.path(), &["ref.txt", "-i", "bad.txt"], None)).to_string();
-    assert!(
-        line.contains("bad.txt") && line.contains("line 3"),
-        "{line}"
+    let dir = dir_with(&[
+        ("ref.txt", b"a\nb\nc\n"),
+        ("bad.txt", b"ok\nfine\nbroken \xff\xfe here\n"),
+    ]);
+    let dir = dir.path();
+    fails_in_one_line(
+        dir,
+        "ref.txt -i bad.txt",
+        None,
+        &["bad.txt", "line 3", "not valid UTF-8"],
     );
-    assert!(line.contains("not valid UTF-8"), "{line}");
     // invalid reference
-    let line = one_line(&fails(dir.path(), &["bad.txt", "-i", "ref.txt"], None)).to_string();
-    assert!(
-        line.contains("bad.txt") && line.contains("line 3"),
-        "{line}"
-    );
+    fails_in_one_line(dir, "bad.txt -i ref.txt", None, &["bad.txt", "line 3"]);
     // invalid stdin
-    let line = one_line(&fails(dir.path(), &["ref.txt"], Some(b"\xc3\n"))).to_string();
-    assert!(
-        line.contains("<stdin>") && line.contains("line 1"),
-        "{line}"
-    );
+    fails_in_one_line(dir, "ref.txt", Some(b"\xc3\n"), &["<stdin>", "line 1"]);
 }
 
 #[test]
 fn missing_files_are_named() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ref.txt"), "a\n").expect("write");
-    let line = one_line(&fails(dir.path(), &["nope.txt", "-i", "ref.txt"], None)).to_string();
-    assert!(line.contains("nope.txt"), "{line}");
-    let line = one_line(&fails(
-        dir.path(),
-        &["ref.txt", "-i", "missing-hyp.txt"],
-        None,
-    ))
-    .to_string();
-    assert!(
-        line.contains("missing-hyp.txt") && line.contains("cannot read"),
-        "{line}"
+    let dir = dir_with(&[("ref.txt", b"a\n")]);
+    let dir = dir.path();
+    let line = fails_in_one_line(dir, "nope.txt -i ref.txt", None, &["nope.txt"]);
+    // the message, then its cause (the I/O error) once: the whole chain in one place
+    let enoent = std::io::Error::from_raw_os_error(2);
+    assert_eq!(
+        line,
+        format!("rnmt-bleu: error: cannot read nope.txt: {enoent}")
     );
-    let line = one_line(&fails(
-        dir.path(),
-        &["ref.txt", "-i", "ref.txt", "--paired-bs", "gone.txt"],
+    fails_in_one_line(
+        dir,
+        "ref.txt -i missing-hyp.txt",
         None,
-    ))
-    .to_string();
-    assert!(line.contains("gone.txt"), "{line}");
+        &["missing-hyp.txt", "cannot read"],
+    );
+    fails_in_one_line(
+        dir,
+        "ref.txt -i ref.txt --paired-bs gone.txt",
+        None,
+        &["gone.txt"],
+    );
 }
 
 /// sacrebleu exits with "Test set None contains no sentence" for an empty
 /// hypothesis file and with a length error when only the reference is empty.
 #[test]
 fn empty_files_give_clear_errors_like_sacrebleu() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("empty.txt"), "").expect("write");
-    std::fs::write(dir.path().join("one.txt"), "a b c\n").expect("write");
-    let line = one_line(&fails(dir.path(), &["empty.txt", "-i", "empty.txt"], None)).to_string();
-    assert!(
-        line.contains("empty.txt") && line.contains("no lines"),
-        "{line}"
+    let dir = dir_with(&[("empty.txt", b""), ("one.txt", b"a b c\n")]);
+    let dir = dir.path();
+    fails_in_one_line(
+        dir,
+        "empty.txt -i empty.txt",
+        None,
+        &["empty.txt", "no lines"],
     );
-    let line = one_line(&fails(dir.path(), &["empty.txt"], Some(b""))).to_string();
-    assert!(
-        line.contains("<stdin>") && line.contains("no lines"),
-        "{line}"
-    );
-    let line = one_line(&fails(dir.path(), &["empty.txt", "-i", "one.txt"], None)).to_string();
-    assert!(
-        line.contains("one.txt has 1 line but") && line.contains("empty.txt has 0 lines"),
-        "{line}"
+    fails_in_one_line(dir, "empty.txt", Some(b""), &["<stdin>", "no lines"]);
+    fails_in_one_line(
+        dir,
+        "empty.txt -i one.txt",
+        None,
+        &["one.txt has 1 line but", "empty.txt has 0 lines"],
     );
 }
 
 #[test]
 fn empty_lines_score_like_sacrebleu() {
     // one empty hypothesis against a non-empty reference: BLEU 0 with BP 0
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ref.txt"), "a b c\n").expect("write");
-    std::fs::write(dir.path().join("hyp.txt"), "\n").expect("write");
-    let out = ok_output(
-        run_in(
-            dir.path(),
-            &["ref.txt", "-i", "hyp.txt", "-m", "bleu,chrf"],
-            None,
-        ),
-        &[],
-    );
+    let dir = dir_with(&[("ref.txt", b"a b c\n"), ("hyp.txt", b"\n")]);
+    let args = argv("ref.txt -i hyp.txt -m bleu,chrf");
+    let out = ok_output(run_in(dir.path(), &args, None), &args);
     assert_eq!(
         out,
         "  BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = 0.00 0.0/0.0/0.0/0.0 \
@@ -664,30 +594,16 @@ fn empty_lines_score_like_sacrebleu() {
 #[test]
 fn invalid_options_are_rejected() {
     let dir = fixture_dir();
-    let err = fails(&dir, &["misc.ref", "-i", "misc.hyp", "-tok", "zh"], None);
-    assert!(err.contains("zh"), "{err}");
-    let err = fails(
-        &dir,
-        &["misc.ref", "-i", "misc.hyp", "-s", "floor", "-sv", "-1"],
-        None,
-    );
-    assert!(err.contains("smooth_value"), "{err}");
-    let err = fails(&dir, &["misc.ref", "-i", "misc.hyp", "-m", "ter"], None);
-    assert!(err.contains("ter"), "{err}");
-    let err = fails(
-        &dir,
-        &[
-            "misc.ref",
-            "-i",
-            "misc.hyp",
-            "--paired-bs",
-            "misc.hyp",
-            "--paired-bs-n",
-            "0",
-        ],
-        None,
-    );
-    assert!(err.contains("at least 1"), "{err}");
-    let err = fails(&dir, &["-i", "misc.hyp"], None);
-    assert!(err.contains("REF"), "{err}");
+    for (cmd, needle) in [
+        ("misc.ref -i misc.hyp -tok zh", "zh"),
+        ("misc.ref -i misc.hyp -s floor -sv -1", "smooth_value"),
+        ("misc.ref -i misc.hyp -m ter", "ter"),
+        (
+            "misc.ref -i misc.hyp --paired-bs misc.hyp --paired-bs-n 0",
+            "at least 1",
+        ),
+        ("-i misc.hyp", "REF"),
+    ] {
+        fails_with(&dir, cmd, None, &[needle]);
+    }
 }
