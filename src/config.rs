@@ -810,4 +810,96 @@ mod tests {
             (256, 512, 2)
         );
     }
+
+    fn stated(sets: &[&str]) -> Stated {
+        let mut s = Stated::new();
+        for o in sets {
+            s.set_override(o).unwrap();
+        }
+        s
+    }
+
+    /// The resume policy: safe keys are applied and reported, others refused by name,
+    /// budgets always come from the command, unstated keys stay as saved.
+    #[test]
+    fn resume_policy() {
+        let mut saved = Config::default();
+        saved.model.src_vocab = 400;
+        saved.model.tgt_vocab = 400;
+        saved.model.encoder.hidden = 64; // e.g. from a preset: not restated, not a change
+        saved.train.max_steps = Some(10);
+        let budgets = TrainConfig {
+            max_steps: Some(20),
+            ..TrainConfig::default()
+        };
+        let (c, changes) = resume_config(&saved, &Stated::new(), &budgets).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(c.model, saved.model);
+        assert_eq!(c.train.max_steps, Some(20), "budgets are the command's");
+
+        let (c, changes) = resume_config(
+            &saved,
+            &stated(&["train.lr=0.001", "train.patience=3"]),
+            &budgets,
+        )
+        .unwrap();
+        assert_eq!(c.train.lr, 0.001);
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["train.lr", "train.patience"]);
+        assert_eq!(changes[0].to_string(), "train.lr 0.003 -> 0.001");
+
+        for (set, key) in [
+            ("train.batch_tokens=4000", "train.batch_tokens"),
+            ("train.seed=1", "train.seed"),
+            ("model.encoder.hidden=32", "model.encoder.hidden"),
+            ("data.tokenizer.vocab_size=500", "data.tokenizer.vocab_size"),
+            ("data.filter.max_len=10", "data.filter.max_len"),
+        ] {
+            let err = resume_config(&saved, &stated(&[set]), &budgets).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("{key} cannot change when resuming")),
+                "{err}"
+            );
+        }
+        // Restating the saved value is no change.
+        let (_, changes) =
+            resume_config(&saved, &stated(&["model.encoder.hidden=64"]), &budgets).unwrap();
+        assert!(changes.is_empty());
+        // Vocabulary sizes come from the tokenizers, never from the command.
+        let (c, _) = resume_config(&saved, &stated(&["model.src_vocab=9"]), &budgets).unwrap();
+        assert_eq!(c.model.src_vocab, 400);
+    }
+
+    #[test]
+    fn stated_keys_must_exist() {
+        let mut s = Stated::new();
+        let err = s.set_override("train.nope=1").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown config key 'train.nope'"),
+            "{err}"
+        );
+        assert!(s.set_override("no-equals-sign").is_err());
+        s.set_override("model.decoder.attention=none").unwrap();
+        let c = s.apply_to(&Config::default()).unwrap();
+        assert_eq!(c.model.decoder.attention, AttentionType::None);
+        assert_eq!(c.model.decoder.hidden, DecoderConfig::default().hidden);
+    }
+
+    #[test]
+    fn outsized_models_are_rejected_by_key() {
+        let mut m = ModelConfig {
+            src_vocab: 100,
+            tgt_vocab: 100,
+            ..ModelConfig::default()
+        };
+        m.encoder.hidden = 1_000_000;
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains("model.encoder.hidden is 1000000"), "{err}");
+        m.encoder.hidden = 128;
+        m.validate().unwrap();
+        assert!(m.check_fits(1 << 40, 16).is_ok());
+        let err = m.check_fits(1000, 16).unwrap_err().to_string();
+        assert!(err.contains("parameters"), "{err}");
+    }
 }

@@ -480,3 +480,44 @@ fn bundled_corpora_read_cleanly_with_their_documented_sizes() {
         assert_eq!(pairs.last().unwrap().line, n as u64, "{name}");
     }
 }
+
+/// A UTF-8 byte order mark at the start of an aligned file is not text (the CSV reader drops
+/// it for TSV/CSV files already), and a long line is cut, never read whole, in both kinds.
+#[test]
+fn aligned_files_drop_a_bom_and_bound_their_lines() {
+    let dir = TempDir::new().unwrap();
+    let src = write(&dir, "a.en", b"\xEF\xBB\xBFHello\nWorld\n");
+    let tgt = write(&dir, "a.fr", b"\xEF\xBB\xBFBonjour\nMonde\n");
+    let (pairs, _) = read_all(&CorpusSource::aligned(&src, &tgt), &strict()).unwrap();
+    assert_eq!(
+        texts(&pairs),
+        vec![("Hello", "Bonjour", 1), ("World", "Monde", 2)]
+    );
+    let tsv = write(&dir, "b.tsv", b"\xEF\xBB\xBFHello\tBonjour\n");
+    let (pairs, _) = read_all(&CorpusSource::from_path(&tsv), &strict()).unwrap();
+    assert_eq!(texts(&pairs), vec![("Hello", "Bonjour", 1)]);
+
+    let short = ReadOptions {
+        max_line_bytes: 8,
+        ..skipping()
+    };
+    let src = write(&dir, "c.en", b"ok\nmuch too long a line\nfine\n");
+    let tgt = write(&dir, "c.fr", b"oui\nbien\nbon\n");
+    let (pairs, skipped) = read_all(&CorpusSource::aligned(&src, &tgt), &short).unwrap();
+    assert_eq!(texts(&pairs), vec![("ok", "oui", 1), ("fine", "bon", 3)]);
+    assert_eq!(skipped.too_long, 1);
+    let tsv = write(&dir, "d.tsv", b"a\tb\nmuch too long\tline\nc\td");
+    let (pairs, skipped) = read_all(&CorpusSource::from_path(&tsv), &short).unwrap();
+    assert_eq!(texts(&pairs), vec![("a", "b", 1), ("c", "d", 3)]);
+    assert_eq!(skipped.too_long, 1);
+    let err = read_all(
+        &CorpusSource::from_path(&tsv),
+        &ReadOptions {
+            max_line_bytes: 8,
+            ..strict()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.ends_with("d.tsv:2: line longer than 8 bytes (data.max_line_bytes); use --skip-bad-lines to skip such lines"), "{err}");
+}

@@ -65,6 +65,8 @@ fn shapes_over_a_grid_of_configs() {
                         let vs = VarStore::new(Device::Cpu);
                         let m = Seq2Seq::new(&vs.root(), &cfg);
                         let what = format!("{enc:?}/{dec:?}/{att:?}/feed {feed}/layers {layers}");
+                        let numel: usize = vs.variables().values().map(|t| t.numel()).sum();
+                        assert_eq!(cfg.parameter_count(), numel as u64, "{what}");
                         let out = m.encode(&batch.src, &batch.src_lens, true);
                         assert_eq!(out.states.size(), vec![b, s, 12], "{what}");
                         assert_eq!(out.final_state.size(), vec![b, 12], "{what}");
@@ -106,6 +108,8 @@ fn tied_embeddings_share_the_matrix() {
     cfg.validate().unwrap();
     let vs = VarStore::new(Device::Cpu);
     let _m = Seq2Seq::new(&vs.root(), &cfg);
+    let numel: usize = vs.variables().values().map(|t| t.numel()).sum();
+    assert_eq!(cfg.parameter_count(), numel as u64);
     let names: Vec<String> = vs.variables().into_keys().collect();
     assert!(
         !names.iter().any(|n| n == "decoder.output.weight"),
