@@ -49,10 +49,7 @@ fn main() {
         &vs,
         AdamConfig {
             lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
+            ..AdamConfig::default()
         },
     );
     let batches = epoch_batches(&ex, 2000, 42, 0);

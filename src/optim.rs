@@ -33,6 +33,25 @@ pub struct AdamConfig {
     pub weight_decay: f64,
 }
 
+impl From<&crate::config::TrainConfig> for AdamConfig {
+    fn from(t: &crate::config::TrainConfig) -> Self {
+        AdamConfig {
+            lr: t.lr,
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            weight_decay: t.weight_decay,
+        }
+    }
+}
+
+impl Default for AdamConfig {
+    /// The training defaults ([`crate::config::TrainConfig`] holds them).
+    fn default() -> Self {
+        (&crate::config::TrainConfig::default()).into()
+    }
+}
+
 /// Adam over the trainable variables of a var store, in a stable (name-sorted) order.
 #[derive(Debug)]
 pub struct Adam {
@@ -183,10 +202,7 @@ mod tests {
         use tch::nn::OptimizerConfig;
         let cfg = AdamConfig {
             lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
+            ..AdamConfig::default()
         };
         let run = |ours: bool| -> Vec<f32> {
             let vs = VarStore::new(Device::Cpu);
@@ -224,10 +240,7 @@ mod tests {
             &vs,
             AdamConfig {
                 lr: 0.1,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
+                ..AdamConfig::default()
             },
         );
         (&x * &x / 2.0).sum(Kind::Float).backward(); // grad = x, norm 5

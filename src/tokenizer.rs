@@ -111,13 +111,14 @@ impl Default for TokenizerConfig {
 #[derive(Debug, Error)]
 pub enum TokenizerError {
     /// A file could not be read, written or renamed.
-    #[error("{}: cannot {op}: {cause}", path.display())]
+    #[error("{}: cannot {op}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What was being done (`read`, `write`, `rename to …`).
         op: String,
         /// The OS error.
+        #[source]
         cause: io::Error,
     },
     /// A file is not a tokenizer this crate can use.

@@ -124,16 +124,7 @@ impl<'a> Trainer<'a> {
         let mut vs = VarStore::new(device);
         let model = crate::model::build(&vs.root(), &config.model)?;
         let t = &config.train;
-        let mut opt = Adam::new(
-            &vs,
-            AdamConfig {
-                lr: t.lr,
-                beta1: t.adam_beta1,
-                beta2: t.adam_beta2,
-                eps: t.adam_eps,
-                weight_decay: t.weight_decay,
-            },
-        );
+        let mut opt = Adam::new(&vs, AdamConfig::from(t));
         let mut state = TrainerState {
             step: 0,
             epoch: 0,

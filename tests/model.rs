@@ -175,10 +175,7 @@ fn tiny_model_overfits_twenty_pairs() {
         &vs,
         AdamConfig {
             lr: 3e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
+            ..AdamConfig::default()
         },
     );
     let examples = random_examples(20, 3);

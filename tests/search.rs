@@ -58,10 +58,7 @@ fn fixture_with(edit: impl Fn(&mut ModelConfig)) -> Fixture {
             &vs,
             AdamConfig {
                 lr: 5e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
+                ..AdamConfig::default()
             },
         );
         let train = examples(64, 1);

@@ -52,11 +52,6 @@ impl EncoderOutput {
             keys: self.keys.as_ref().map(|k| k.index_select(0, index)),
         }
     }
-
-    /// Batch size.
-    pub fn batch_size(&self) -> i64 {
-        self.states.size()[0]
-    }
 }
 
 /// Stacked bidirectional LSTM or GRU over packed sequences.
