@@ -74,24 +74,16 @@ pub fn prepare(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Pr
         max_line_bytes: cfg.max_line_bytes,
     };
     let mut report = Vec::new();
-    let (train_pairs, skipped) = corpus::read_all(&spec.train, &opts)?;
-    report.push(format!(
-        "train: {} pairs read from {}",
-        train_pairs.len(),
-        spec.train
-    ));
-    if skipped.total() > 0 {
-        report.push(format!("train: {skipped}"));
-    }
-    let (valid_pairs, skipped) = corpus::read_all(&spec.valid, &opts)?;
-    report.push(format!(
-        "valid: {} pairs read from {}",
-        valid_pairs.len(),
-        spec.valid
-    ));
-    if skipped.total() > 0 {
-        report.push(format!("valid: {skipped}"));
-    }
+    let mut read = |name: &str, source: &CorpusSource| -> Result<Vec<Pair>> {
+        let (pairs, skipped) = corpus::read_all(source, &opts)?;
+        report.push(format!("{name}: {} pairs read from {source}", pairs.len()));
+        if skipped.total() > 0 {
+            report.push(format!("{name}: {skipped}"));
+        }
+        Ok(pairs)
+    };
+    let train_pairs = read("train", &spec.train)?;
+    let valid_pairs = read("valid", &spec.valid)?;
 
     let tokenizers = if spec.reuse_tokenizers
         && [JOINT_FILE, SRC_FILE]

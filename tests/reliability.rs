@@ -2,77 +2,23 @@
 //! before its fix. Hang tests run the binaries with a deadline and fail instead of hanging.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A tiny trained model directory, shared by the tests here (copy it before changing it).
 fn model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reliability");
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
-        let model = base.join("model");
-        let o = train(&base, &model, &["--max-steps", "20"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        model
-    })
+    tiny_model()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
-fn wait_with_deadline(mut child: Child, limit: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "{what}: still running after {limit:?} (killed); stderr: {}",
-                stderr(&o)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `rnmt-translate --model M ARGS` on `input`, with a deadline.
-fn translate_with(model: &Path, args: &[&str], input: &[u8], limit: Duration) -> Output {
-    let mut child = bin("rnmt-translate")
-        .arg("--model")
-        .arg(model)
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    wait_with_deadline(child, limit, "rnmt-translate")
+/// Asserts that `o` failed with status 1 and one line on stderr containing `needle`.
+fn assert_one_line_error(o: &std::process::Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
 }
 
 /// A copy of the model whose output bias is `value` everywhere.
@@ -127,18 +73,11 @@ fn decoding_never_hangs_on_nan_or_infinite_scores() {
 fn an_exploding_learning_rate_is_a_divergence_error() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
-    let o = train(tmp.path(), &m, &["--max-steps", "5"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_ok(tmp.path(), &m, &["--max-steps", "5"]);
     let best = std::fs::read(m.join("model.safetensors")).unwrap();
     let (train_f, valid_f) = tiny_corpus(tmp.path());
-    let child = bin("rnmt-train")
-        .arg("--train")
-        .arg(&train_f)
-        .arg("--valid")
-        .arg(&valid_f)
-        .arg("--model-dir")
-        .arg(&m)
-        .args(["--device", "cpu", "--threads", "1", "--max-steps", "40"])
+    let child = train_command(&train_f, &valid_f, &m, None)
+        .args(["--max-steps", "40"])
         .args(["--set", "train.lr=1e30", "--set", "train.valid_every=2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -165,16 +104,8 @@ fn sigterm_during_validation_stops_it() {
     let valid = tmp.path().join("big-valid.tsv");
     std::fs::write(&valid, dev.repeat(8)).unwrap();
     let m = tmp.path().join("m");
-    let mut child = bin("rnmt-train")
-        .arg("--train")
-        .arg(&train_f)
-        .arg("--valid")
-        .arg(&valid)
-        .arg("--model-dir")
-        .arg(&m)
-        .arg("--config")
-        .arg(tiny_config(tmp.path()))
-        .args(["--device", "cpu", "--threads", "1", "--max-steps", "50"])
+    let mut child = train_command(&train_f, &valid, &m, Some(&tiny_config(tmp.path())))
+        .args(["--max-steps", "50"])
         .args(["--set", "train.valid_every=1"])
         .stderr(Stdio::piped())
         .spawn()
@@ -261,27 +192,19 @@ fn an_over_long_corpus_line_is_a_bad_line() {
     text.insert_str(at, &long);
     std::fs::write(&train_f, text).unwrap();
     let run = |extra: &[&str]| {
-        bin("rnmt-train")
-            .arg("--train")
-            .arg(&train_f)
-            .arg("--valid")
-            .arg(&valid_f)
-            .arg("--model-dir")
-            .arg(tmp.path().join("m"))
-            .arg("--config")
-            .arg(tiny_config(tmp.path()))
-            .args(["--device", "cpu", "--threads", "1", "--max-steps", "1"])
-            .args(extra)
-            .output()
-            .unwrap()
+        train_command(
+            &train_f,
+            &valid_f,
+            &tmp.path().join("m"),
+            Some(&tiny_config(tmp.path())),
+        )
+        .args(["--max-steps", "1"])
+        .args(extra)
+        .output()
+        .unwrap()
     };
     let o = run(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("train.tsv:6: line longer than 65536 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert_one_line_error(&o, "train.tsv:6: line longer than 65536 bytes");
     let o = run(&["--skip-bad-lines"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("1 line too long"), "{}", stderr(&o));
@@ -337,13 +260,10 @@ fn broken_files_and_outsized_models_are_one_line_errors() {
     let cut = text.find("\"decoder\"").unwrap() + 30;
     std::fs::write(&tok, &text[..cut]).unwrap();
     let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("tokenizer.json"), "{}", stderr(&o));
-    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert_one_line_error(&o, "tokenizer.json");
     // Resuming with it too.
     let o = train(tmp.path(), &m, &["--max-steps", "25"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("tokenizer.json"), "{}", stderr(&o));
+    assert_one_line_error(&o, "tokenizer.json");
 
     // An outsized model: on the command line, and in a model directory's config.json.
     let o = train(
@@ -351,13 +271,7 @@ fn broken_files_and_outsized_models_are_one_line_errors() {
         &tmp.path().join("big"),
         &["--set", "model.encoder.hidden=1000000"],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("model.encoder.hidden"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert_one_line_error(&o, "model.encoder.hidden");
     let o = train(
         tmp.path(),
         &tmp.path().join("big2"),
@@ -368,8 +282,7 @@ fn broken_files_and_outsized_models_are_one_line_errors() {
             "model.encoder.layers=64",
         ],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("parameters"), "{}", stderr(&o));
+    assert_one_line_error(&o, "parameters");
     let m2 = tmp.path().join("m2");
     copy_dir(model(), &m2);
     let cfg = std::fs::read_to_string(m2.join("config.json")).unwrap();
@@ -377,12 +290,7 @@ fn broken_files_and_outsized_models_are_one_line_errors() {
     v["model"]["decoder"]["hidden"] = 1_000_000.into();
     std::fs::write(m2.join("config.json"), v.to_string()).unwrap();
     let o = translate_with(&m2, &[], b"hi\n", Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("model.decoder.hidden"),
-        "{}",
-        stderr(&o)
-    );
+    assert_one_line_error(&o, "model.decoder.hidden");
 }
 
 /// Item 5: a second trainer on a model directory in use gets a one-line error.
@@ -393,16 +301,8 @@ fn a_model_dir_in_use_is_refused() {
     let (train_f, valid_f) = tiny_corpus(tmp.path());
     let config = tiny_config(tmp.path());
     let start = |steps: &str| {
-        bin("rnmt-train")
-            .arg("--train")
-            .arg(&train_f)
-            .arg("--valid")
-            .arg(&valid_f)
-            .arg("--model-dir")
-            .arg(&m)
-            .arg("--config")
-            .arg(&config)
-            .args(["--device", "cpu", "--threads", "1", "--max-steps", steps])
+        train_command(&train_f, &valid_f, &m, Some(&config))
+            .args(["--max-steps", steps])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -438,12 +338,7 @@ fn an_empty_training_set_after_filtering_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     let o = train(tmp.path(), &m, &["--set", "data.filter.max_len=1"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("the filters removed all 300 pairs"),
-        "{}",
-        stderr(&o)
-    );
+    assert_one_line_error(&o, "the filters removed all 300 pairs");
     assert!(!m.join("model.safetensors").exists());
 }
 
@@ -462,8 +357,7 @@ fn output_never_destroys_the_input() {
             b"",
             Duration::from_secs(60),
         );
-        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        assert!(stderr(&o).contains("is the input file"), "{}", stderr(&o));
+        assert_one_line_error(&o, "is the input file");
         assert_eq!(
             std::fs::read_to_string(&f).unwrap(),
             "Click the Save button.\n"
@@ -495,8 +389,7 @@ fn output_never_destroys_the_input() {
 fn changed_settings_on_resume_are_applied_or_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
-    let o = train(tmp.path(), &m, &["--max-steps", "3"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_ok(tmp.path(), &m, &["--max-steps", "3"]);
     for (args, key) in [
         (
             vec!["--set", "train.batch_tokens=800"],
@@ -511,12 +404,7 @@ fn changed_settings_on_resume_are_applied_or_refused() {
         let mut a = vec!["--max-steps", "4"];
         a.extend(args);
         let o = train(tmp.path(), &m, &a);
-        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains(&format!("{key} cannot change when resuming")),
-            "{}",
-            stderr(&o)
-        );
+        assert_one_line_error(&o, &format!("{key} cannot change when resuming"));
     }
     let o = train(
         tmp.path(),
@@ -570,17 +458,14 @@ fn metrics_rows(m: &Path) -> Vec<(String, String)> {
 fn metrics_rows_are_never_duplicated() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
-    let o = train(tmp.path(), &m, &["--max-steps", "4"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_ok(tmp.path(), &m, &["--max-steps", "4"]);
     let saved = tmp.path().join("last-at-4");
     copy_dir(&m.join("last"), &saved);
-    let o = train(tmp.path(), &m, &["--max-steps", "8"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_ok(tmp.path(), &m, &["--max-steps", "8"]);
     // A crash after the row of step 8 was written but before last/ was: last/ is step 4's.
     std::fs::remove_dir_all(m.join("last")).unwrap();
     copy_dir(&saved, &m.join("last"));
-    let o = train(tmp.path(), &m, &["--max-steps", "8"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_ok(tmp.path(), &m, &["--max-steps", "8"]);
     let o = train(tmp.path(), &m, &["--max-steps", "8"]); // finished: nothing to do
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = metrics_rows(&m);

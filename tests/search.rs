@@ -242,20 +242,14 @@ fn length_bounds_hold() {
         // At most 2 tokens counting </s>: at most 1 word.
         assert!(h.tokens.len() <= 1, "{:?}", h.tokens);
     }
-    let cfg = DecodeConfig {
-        beam: 3,
-        min_len: 12,
-        ..DecodeConfig::default()
-    };
-    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
-        assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
-    }
-    let cfg = DecodeConfig {
-        beam: 1,
-        min_len: 12,
-        ..DecodeConfig::default()
-    };
-    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
-        assert!(h.tokens.len() >= 12, "{:?}", h.tokens);
+    for beam in [3, 1] {
+        let cfg = DecodeConfig {
+            beam,
+            min_len: 12,
+            ..DecodeConfig::default()
+        };
+        for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
+            assert!(h.tokens.len() >= 12, "beam {beam}: {:?}", h.tokens);
+        }
     }
 }

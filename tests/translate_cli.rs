@@ -2,49 +2,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
 
 use common::*;
 
-/// A tiny model directory, trained once (a few seconds) and shared by the tests here.
 fn model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("translate-cli");
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
-        let model = base.join("model");
-        let o = train(
-            &base,
-            &model,
-            &["--max-steps", "60", "--set", "train.lr=0.005"],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        model
-    })
+    tiny_model()
 }
 
 fn translate(args: &[&str], input: &[u8]) -> Output {
-    let mut child = bin("rnmt-translate")
-        .arg("--model")
-        .arg(model())
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    translate_with(model(), args, input, Duration::from_secs(300))
 }
 
 fn stdout(o: &Output) -> String {
@@ -104,15 +73,7 @@ fn batch_size_does_not_change_translations() {
 
 #[test]
 fn streams_line_by_line() {
-    let mut child = bin("rnmt-translate")
-        .arg("--model")
-        .arg(model())
-        .args(["--device", "cpu", "--threads", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_translate(model(), &[]);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut got = Vec::new();
@@ -227,15 +188,7 @@ fn files_in_and_out() {
 fn closed_pipe_exits_quietly() {
     // More output than a pipe buffer holds (64 KiB), so writing must hit the closed pipe.
     let input: String = "Click the Save button.\n".repeat(4000);
-    let mut child = bin("rnmt-translate")
-        .arg("--model")
-        .arg(model())
-        .args(["--device", "cpu", "--beam", "1", "--batch-size", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_translate(model(), &["--beam", "1", "--batch-size", "4"]);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
@@ -285,11 +238,14 @@ fn missing_or_mismatched_model_directories() {
             .unwrap();
     config["model"]["decoder"]["hidden"] = serde_json::json!(24);
     std::fs::write(other.join("config.json"), config.to_string()).unwrap();
-    let o = bin("rnmt-translate")
-        .arg("--model")
-        .arg(&other)
-        .output()
-        .unwrap();
+    let load = |dir: &Path| {
+        bin("rnmt-translate")
+            .arg("--model")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let o = load(&other);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
@@ -301,11 +257,7 @@ fn missing_or_mismatched_model_directories() {
     config["model"]["decoder"]["hidden"] = serde_json::json!(32);
     config["model"]["src_vocab"] = serde_json::json!(999);
     std::fs::write(other.join("config.json"), config.to_string()).unwrap();
-    let o = bin("rnmt-translate")
-        .arg("--model")
-        .arg(&other)
-        .output()
-        .unwrap();
+    let o = load(&other);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different models"), "{}", stderr(&o));
 }

@@ -153,6 +153,17 @@ fn run(a: Args) -> Result<()> {
     let (mut config, changes) = resolve_config(&a, &a.model_dir)?;
     config.model.validate_sizes()?;
     config.train.validate()?;
+    if device == tch::Device::Cpu {
+        // Fail before reading any data: the vocabulary will be about data.tokenizer.vocab_size.
+        let mut m = config.model.clone();
+        if m.src_vocab == 0 {
+            m.src_vocab = config.data.tokenizer.vocab_size;
+            m.tgt_vocab = config.data.tokenizer.vocab_size;
+        }
+        if let Some(available) = rnmt::memory::available_bytes() {
+            m.check_fits(available, 16)?;
+        }
+    }
     let resuming = changes.is_some();
     let say = |m: &str| {
         if !a.quiet {

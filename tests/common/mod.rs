@@ -1,8 +1,11 @@
 //! Shared helpers for the command-line tests: a tiny corpus cut from the bundled one, a tiny
 //! model config, and running the built binaries.
 #![allow(dead_code)]
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -62,22 +65,124 @@ pub fn bin(name: &str) -> Command {
     c
 }
 
+/// `rnmt-train --train T --valid V --model-dir M [--config C] --device cpu --threads 1`.
+pub fn train_command(
+    train: &Path,
+    valid: &Path,
+    model_dir: &Path,
+    config: Option<&Path>,
+) -> Command {
+    let mut c = bin("rnmt-train");
+    c.arg("--train")
+        .arg(train)
+        .arg("--valid")
+        .arg(valid)
+        .arg("--model-dir")
+        .arg(model_dir);
+    if let Some(config) = config {
+        c.arg("--config").arg(config);
+    }
+    c.args(["--device", "cpu", "--threads", "1"]);
+    c
+}
+
 /// `rnmt-train` on the tiny corpus in `dir` with the tiny config, CPU, 1 thread.
 pub fn train(dir: &Path, model_dir: &Path, extra: &[&str]) -> Output {
     let (train, valid) = tiny_corpus(dir);
     let config = tiny_config(dir);
-    let mut c = bin("rnmt-train");
-    c.arg("--train")
-        .arg(&train)
-        .arg("--valid")
-        .arg(&valid)
-        .arg("--model-dir")
-        .arg(model_dir);
-    c.arg("--config")
-        .arg(&config)
-        .args(["--device", "cpu", "--threads", "1"]);
-    c.args(extra);
-    c.output().unwrap()
+    train_command(&train, &valid, model_dir, Some(&config))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// [`train`] that must succeed.
+pub fn train_ok(dir: &Path, model_dir: &Path, extra: &[&str]) -> Output {
+    let o = train(dir, model_dir, extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// A tiny model directory, trained once per test binary (a few seconds) and shared by its
+/// tests; copy it ([`copy_dir`]) before changing it.
+pub fn tiny_model() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-{name}"));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let model = base.join("model");
+        let o = train(
+            &base,
+            &model,
+            &["--max-steps", "60", "--set", "train.lr=0.005"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        model
+    })
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
+pub fn wait_with_deadline(mut child: Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?} (killed); stderr: {}",
+                stderr(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `rnmt-translate --model M --device cpu --threads 1 ARGS` with piped stdin, stdout
+/// and stderr.
+pub fn spawn_translate(model: &Path, args: &[&str]) -> Child {
+    bin("rnmt-translate")
+        .arg("--model")
+        .arg(model)
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `rnmt-translate --model M --device cpu --threads 1 ARGS` on `input`, killed (and the
+/// test failed) after `limit`.
+pub fn translate_with(model: &Path, args: &[&str], input: &[u8], limit: Duration) -> Output {
+    let mut child = spawn_translate(model, args);
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_with_deadline(child, limit, "rnmt-translate");
+    writer.join().unwrap();
+    out
 }
 
 pub fn stderr(o: &Output) -> String {
