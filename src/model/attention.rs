@@ -17,11 +17,10 @@ use tch::{nn, Kind, Tensor};
 use super::linear::Linear;
 use crate::config::AttentionType;
 
-/// The scorer.
+/// The scorer. A decoder without attention has none (`Option<Attention>`); its context is
+/// the encoder's fixed summary vector.
 #[derive(Debug)]
 pub enum Attention {
-    /// No attention: the context is the encoder's fixed summary vector.
-    None,
     /// Parameters `attention.key_proj.weight`, `attention.query_proj.weight`, `attention.v.weight`.
     Bahdanau {
         key_proj: Linear,
@@ -33,28 +32,27 @@ pub enum Attention {
 }
 
 impl Attention {
-    /// `key_dim` is the encoder state width, `query_dim` the decoder's hidden size.
-    pub fn new(p: &nn::Path, kind: AttentionType, key_dim: i64, query_dim: i64) -> Self {
+    /// `key_dim` is the encoder state width, `query_dim` the decoder's hidden size; `None`
+    /// for [`AttentionType::None`].
+    pub fn new(p: &nn::Path, kind: AttentionType, key_dim: i64, query_dim: i64) -> Option<Self> {
         match kind {
-            AttentionType::None => Attention::None,
-            AttentionType::Bahdanau => Attention::Bahdanau {
+            AttentionType::None => None,
+            AttentionType::Bahdanau => Some(Attention::Bahdanau {
                 key_proj: Linear::new(&(p / "key_proj"), key_dim, query_dim, false),
                 query_proj: Linear::new(&(p / "query_proj"), query_dim, query_dim, false),
                 v: Linear::new(&(p / "v"), query_dim, 1, false),
-            },
-            AttentionType::Luong => Attention::Luong {
+            }),
+            AttentionType::Luong => Some(Attention::Luong {
                 key_proj: Linear::new(&(p / "key_proj"), key_dim, query_dim, false),
-            },
+            }),
         }
     }
 
-    /// Projected keys `[batch, src_len, query_dim]` from `states [batch, src_len, key_dim]`,
-    /// or `None` without attention.
-    pub fn keys(&self, states: &Tensor) -> Option<Tensor> {
+    /// Projected keys `[batch, src_len, query_dim]` from `states [batch, src_len, key_dim]`.
+    pub fn keys(&self, states: &Tensor) -> Tensor {
         match self {
-            Attention::None => None,
             Attention::Bahdanau { key_proj, .. } | Attention::Luong { key_proj } => {
-                Some(key_proj.forward(states))
+                key_proj.forward(states)
             }
         }
     }
@@ -67,16 +65,14 @@ impl Attention {
     /// * `values`: encoder states `[batch, src_len, key_dim]`
     /// * `mask`: `[batch, src_len]` bool, true at real tokens
     ///
-    /// Returns `(context [batch, T, key_dim], weights [batch, T, src_len])`; `None` when the
-    /// scorer is `None` (the caller uses the fixed context).
+    /// Returns `(context [batch, T, key_dim], weights [batch, T, src_len])`.
     pub fn forward(
         &self,
         query: &Tensor,
-        keys: Option<&Tensor>,
+        keys: &Tensor,
         values: &Tensor,
         mask: &Tensor,
-    ) -> Option<(Tensor, Tensor)> {
-        let keys = keys?;
+    ) -> (Tensor, Tensor) {
         let (batch, src_len) = (values.size()[0], values.size()[1]);
         let q_size = query.size();
         assert!(
@@ -86,7 +82,6 @@ impl Attention {
             values.size()
         );
         let scores = match self {
-            Attention::None => return None,
             Attention::Bahdanau { query_proj, v, .. } => {
                 let q = query_proj.forward(query).unsqueeze(2); // [B, T, 1, A]
                 v.forward(&(keys.unsqueeze(1) + q).tanh()).squeeze_dim(3) // [B, T, S]
@@ -97,6 +92,6 @@ impl Attention {
             .masked_fill(&mask.logical_not().unsqueeze(1), f64::NEG_INFINITY)
             .softmax(-1, Kind::Float);
         let context = weights.bmm(values);
-        Some((context, weights))
+        (context, weights)
     }
 }

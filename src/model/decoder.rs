@@ -28,6 +28,16 @@ pub struct DecoderState {
     pub att_vector: Tensor,
 }
 
+impl StepCache {
+    /// Selects (and repeats) batch rows, with the encoder output they belong to.
+    pub fn index_select(&self, index: &Tensor) -> StepCache {
+        StepCache {
+            feed_weight: self.feed_weight.shallow_clone(),
+            context_proj: self.context_proj.as_ref().map(|c| c.index_select(0, index)),
+        }
+    }
+}
+
 impl DecoderState {
     /// Selects (and repeats) batch rows: beam reordering, dropping finished sentences.
     /// `index` is `[n]` int64.
@@ -44,7 +54,8 @@ impl DecoderState {
     }
 }
 
-/// Step-invariant inputs of [`Decoder::step`], see [`Decoder::prepare`].
+/// Step-invariant inputs of [`Decoder::step`], see [`Decoder::prepare`]; built once per
+/// batch with the encoder output (it is part of [`EncoderOutput`]) and reordered with it.
 #[derive(Debug)]
 pub struct StepCache {
     /// Columns of the first layer's `w_ih` that read the fed vector, `[gates * hidden, feed]`.
@@ -67,7 +78,8 @@ enum Feed {
 #[derive(Debug)]
 pub struct Decoder {
     layers: Vec<RecurrentLayer>,
-    attention: Attention,
+    /// `None` without attention (the context is the encoder's fixed summary vector).
+    attention: Option<Attention>,
     att_vector: Linear,
     output: Linear,
     dropout: f64,
@@ -125,7 +137,7 @@ impl Decoder {
 
     /// Attention keys for the encoder states (once per batch).
     pub fn attention_keys(&self, states: &Tensor) -> Option<Tensor> {
-        self.attention.keys(states)
+        self.attention.as_ref().map(|a| a.keys(states))
     }
 
     /// The initial state from the bridged context `init [batch, hidden]`.
@@ -153,10 +165,12 @@ impl Decoder {
     /// feed columns of the first layer's input weights, taken as a view once (so training
     /// backpropagates into them once per batch, not once per step) and, for the fixed
     /// context of Cho et al., its projection.
-    pub fn prepare(&self, enc: &EncoderOutput) -> StepCache {
+    ///
+    /// * `final_state`: the context vector `[batch, context_dim]`
+    pub fn prepare(&self, final_state: &Tensor) -> StepCache {
         let feed_weight = self.layers[0].w_ih.narrow(1, self.emb_dim, self.feed_dim);
         let context_proj =
-            (self.feed == Feed::Context).then(|| enc.final_state.matmul(&feed_weight.tr()));
+            (self.feed == Feed::Context).then(|| final_state.matmul(&feed_weight.tr()));
         StepCache {
             feed_weight,
             context_proj,
@@ -165,21 +179,21 @@ impl Decoder {
 
     /// One decoder step.
     ///
-    /// * `cache`: from [`Decoder::prepare`] for this batch
     /// * `emb_proj`: `[batch, gates * hidden]` from [`Decoder::embed_proj`]
     /// * `state`: the previous state
-    /// * `enc`: the encoder output (states, mask, keys)
+    /// * `enc`: the encoder output (states, mask, keys, and the step cache from
+    ///   [`Decoder::prepare`])
     ///
     /// Returns the new state; its `att_vector [batch, hidden]` is what
     /// [`Decoder::logits`] turns into word scores.
     pub fn step(
         &self,
-        cache: &StepCache,
         emb_proj: &Tensor,
         state: &DecoderState,
         enc: &EncoderOutput,
         train: bool,
     ) -> DecoderState {
+        let cache = &enc.step_cache;
         let gi = match (self.feed, &cache.context_proj) {
             (Feed::AttVector, _) => emb_proj + state.att_vector.matmul(&cache.feed_weight.tr()),
             (Feed::Context, Some(c)) => emb_proj + c,
@@ -213,12 +227,11 @@ impl Decoder {
     /// `a_t = tanh(W_c [q_t; context_t])` for top-layer states `query [batch, T, hidden]`:
     /// `[batch, T, hidden]`.
     fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> Tensor {
-        let context = match self
-            .attention
-            .forward(query, enc.keys.as_ref(), &enc.states, &enc.mask)
-        {
-            Some((context, _weights)) => context,
-            None => enc
+        let context = match (&self.attention, &enc.keys) {
+            (Some(attention), Some(keys)) => {
+                attention.forward(query, keys, &enc.states, &enc.mask).0
+            }
+            _ => enc
                 .final_state
                 .unsqueeze(1)
                 .expand([-1, query.size()[1], -1], false),

@@ -36,9 +36,11 @@ pub struct EncoderOutput {
     /// The top layer's final forward and backward states concatenated: the context vector
     /// that summarizes the sentence, `[batch, 2 * hidden]`.
     pub final_state: Tensor,
-    /// Attention keys computed once per batch, `[batch, src_len, key_dim]` (absent when the
-    /// attention has none).
+    /// Attention keys computed once per batch, `[batch, src_len, key_dim]` (absent without
+    /// attention).
     pub keys: Option<Tensor>,
+    /// The decoder's step-invariant inputs for this batch ([`crate::model::Decoder::prepare`]).
+    pub step_cache: crate::model::StepCache,
 }
 
 impl EncoderOutput {
@@ -50,6 +52,7 @@ impl EncoderOutput {
             mask: self.mask.index_select(0, index),
             final_state: self.final_state.index_select(0, index),
             keys: self.keys.as_ref().map(|k| k.index_select(0, index)),
+            step_cache: self.step_cache.index_select(index),
         }
     }
 }

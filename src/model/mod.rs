@@ -10,7 +10,7 @@ pub mod init;
 pub mod linear;
 pub mod seq2seq;
 
-pub use decoder::{DecoderState, StepCache};
+pub use decoder::{Decoder, DecoderState, StepCache};
 pub use encoder::EncoderOutput;
 pub use seq2seq::{Loss, Seq2Seq};
 

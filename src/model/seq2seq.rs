@@ -86,11 +86,13 @@ impl Seq2Seq {
         let (states, final_state) = self.encoder.forward(&emb, lengths, train);
         let mask = length_mask(lengths, src.size()[1], src.device());
         let keys = self.decoder.attention_keys(&states);
+        let step_cache = self.decoder.prepare(&final_state);
         EncoderOutput {
             states,
             mask,
             final_state,
             keys,
+            step_cache,
         }
     }
 
@@ -109,9 +111,7 @@ impl Seq2Seq {
         enc: &EncoderOutput,
     ) -> (Tensor, DecoderState) {
         let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
-        let next = self
-            .decoder
-            .step(&self.decoder.prepare(enc), &emb_proj, state, enc, false);
+        let next = self.decoder.step(&emb_proj, state, enc, false);
         let log_probs = self
             .decoder
             .logits(&next.att_vector, false)
@@ -142,14 +142,13 @@ impl Seq2Seq {
             // sequence runs through libtorch's fused RNN and batched attention.
             return self.decoder.forward_fused(emb, &state, enc, train);
         }
-        let cache = self.decoder.prepare(enc);
         let mut outputs = Vec::with_capacity(tgt_len as usize);
         if let Some(emb) = gold_emb {
             let proj = self.decoder.embed_proj(&emb); // [B, T, G*H]
                                                       // unbind, not select per step: its backward stacks the step gradients once
                                                       // instead of writing each into a zeroed [B, T, G*H] tensor.
             for proj_t in proj.unbind(1) {
-                state = self.decoder.step(&cache, &proj_t, &state, enc, train);
+                state = self.decoder.step(&proj_t, &state, enc, train);
                 outputs.push(state.att_vector.shallow_clone());
             }
         } else {
@@ -159,9 +158,9 @@ impl Seq2Seq {
                     .tgt_embed
                     .forward(&prev)
                     .dropout(self.emb_dropout, train);
-                state =
-                    self.decoder
-                        .step(&cache, &self.decoder.embed_proj(&emb), &state, enc, train);
+                state = self
+                    .decoder
+                    .step(&self.decoder.embed_proj(&emb), &state, enc, train);
                 outputs.push(state.att_vector.shallow_clone());
                 if t + 1 < tgt_len {
                     let gold = tgt_in.select(1, t + 1);
