@@ -457,7 +457,6 @@ impl<'a> Trainer<'a> {
         } else if self.state.final_best.take().is_some() && aside.exists() {
             rename(&aside, &model)?;
         }
-        checkpoint::sync_dir(&self.model_dir)?;
         self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
         self.save_last()?;
         let line = format!(

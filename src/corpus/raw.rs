@@ -152,6 +152,7 @@ impl DelimitedLines {
                 line: 1,
                 in_line: 0,
                 cut: cut_lines.clone(),
+                chunk: Vec::new(),
             });
         let needed = src_col.max(tgt_col) + 1;
         let width = match format {
@@ -319,13 +320,24 @@ struct CappedLines<R> {
     line: u64,
     in_line: usize,
     cut: Arc<Mutex<CutLog>>,
+    /// Reused read buffer (no allocation per read).
+    chunk: Vec<u8>,
 }
 
 impl<R: Read> Read for CappedLines<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut chunk = vec![0u8; out.len().max(1)];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(out.len().max(1), 0);
+        let result = self.read_into(out, &mut chunk);
+        self.chunk = chunk;
+        result
+    }
+}
+
+impl<R: Read> CappedLines<R> {
+    fn read_into(&mut self, out: &mut [u8], chunk: &mut [u8]) -> io::Result<usize> {
         loop {
-            let n = self.inner.read(&mut chunk)?;
+            let n = self.inner.read(chunk)?;
             if n == 0 {
                 return Ok(0);
             }
