@@ -60,6 +60,10 @@ pub enum Error {
     /// A stop was requested (Ctrl-C, SIGTERM) while a long operation ran.
     #[error("interrupted")]
     Interrupted,
+    /// A collective or the rendezvous of data-parallel training failed, or its launch
+    /// environment is wrong (the message names the operation, rank and cause).
+    #[error("distributed training: {0}")]
+    Distributed(String),
     /// Bad input data (names the input and line).
     #[error("{0}")]
     Input(String),

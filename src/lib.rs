@@ -33,6 +33,7 @@ pub mod config;
 pub mod corpus;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod memory;
 pub mod model;
