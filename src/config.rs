@@ -288,6 +288,11 @@ impl Default for DataConfig {
 pub struct TrainConfig {
     /// Target tokens per batch (padding included), with length bucketing.
     pub batch_tokens: usize,
+    /// Batches per update on each process (gradient accumulation, as JoeyNMT's
+    /// `batch_multiplier` or fairseq's `update_freq`): one update then sees `accumulate x
+    /// world size` batches, and 1 process with `accumulate = N` takes exactly the updates of N
+    /// data-parallel processes with 1.
+    pub accumulate: usize,
     /// Adam learning rate (the peak, after warm-up).
     pub lr: f64,
     /// Updates over which the learning rate rises linearly to `lr`; 0 disables.
@@ -332,6 +337,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             batch_tokens: 2000,
+            accumulate: 1,
             lr: 3e-3,
             warmup_steps: 200,
             adam_beta1: 0.9,
@@ -363,6 +369,9 @@ impl TrainConfig {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.batch_tokens == 0 {
             return bad("train.batch_tokens must be positive");
+        }
+        if self.accumulate == 0 {
+            return bad("train.accumulate must be positive");
         }
         if self.lr.is_nan() || self.lr <= 0.0 {
             return bad("train.lr must be positive");
@@ -634,6 +643,9 @@ impl std::fmt::Display for Change {
 /// model's shape, its tokenizers or the order of the data (`train.seed`,
 /// `train.batch_tokens`), and a resumed run cannot honour a new value.
 pub const CHANGEABLE_ON_RESUME: &[&str] = &[
+    // Only together with the number of processes, so that every update still sees the same
+    // batches (checked by the trainer against the saved state).
+    "train.accumulate",
     "train.lr",
     "train.warmup_steps",
     "train.adam_beta1",

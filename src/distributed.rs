@@ -369,6 +369,34 @@ impl ProcessGroup {
         })
     }
 
+    /// Rank 0's outcome on every rank: rank 0 passes `Ok(bytes)` or `Err(message)` (its
+    /// error), the others anything; all get rank 0's bytes, or an error quoting its message.
+    /// This is how a failure on rank 0 stops the other ranks instead of leaving them waiting.
+    pub fn from_rank0(&self, sent: std::result::Result<Vec<u8>, String>) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        if self.rank == 0 {
+            match sent {
+                Ok(payload) => {
+                    bytes.push(1);
+                    bytes.extend(payload);
+                }
+                Err(message) => {
+                    bytes.push(0);
+                    bytes.extend(message.into_bytes());
+                }
+            }
+        }
+        let got = self.broadcast_bytes(&bytes)?;
+        match got.split_first() {
+            Some((1, payload)) => Ok(payload.to_vec()),
+            Some((_, message)) => Err(Error::Distributed(format!(
+                "rank 0 stopped: {}",
+                String::from_utf8_lossy(message)
+            ))),
+            None => Err(Error::Distributed("rank 0 sent nothing".into())),
+        }
+    }
+
     /// For each flag, whether it is set on any rank.
     pub fn any(&self, flags: &[bool]) -> Result<Vec<bool>> {
         let counts: Vec<i64> = flags.iter().map(|&f| f as i64).collect();

@@ -85,6 +85,33 @@ impl Adam {
         }
     }
 
+    /// The gradients of the parameters, in their order (tensors sharing the gradients'
+    /// storage; undefined for a parameter without one).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(Tensor::grad).collect()
+    }
+
+    /// Gives every parameter a (zero) gradient, so that [`Adam::grads`] lists only defined
+    /// tensors, the same on every process of a data-parallel run.
+    pub fn define_grads(&mut self) {
+        if self.params.is_empty() {
+            return;
+        }
+        let zero: Vec<Tensor> = self.params.iter().map(|p| (p * 0.0).sum(Kind::Float)).collect();
+        Tensor::stack(&zero, 0).sum(Kind::Float).backward();
+        self.zero_grad();
+    }
+
+    /// The moments `m` then `v` of every parameter (tensors sharing their storage), to send
+    /// to the other processes of a data-parallel run.
+    pub fn state_tensors(&self) -> Vec<Tensor> {
+        self.m
+            .iter()
+            .chain(&self.v)
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             let mut g = p.grad();

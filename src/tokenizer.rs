@@ -83,6 +83,8 @@ pub const JOINT_FILE: &str = "tokenizer.json";
 pub const SRC_FILE: &str = "tokenizer.src.json";
 /// File name of the target tokenizer when source and target vocabularies are separate.
 pub const TGT_FILE: &str = "tokenizer.tgt.json";
+/// Every tokenizer file name of a model directory (one layout exists at a time).
+pub const FILES: [&str; 3] = [JOINT_FILE, SRC_FILE, TGT_FILE];
 
 /// How to train tokenizers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

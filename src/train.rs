@@ -10,6 +10,19 @@
 //! greedy BLEU; the best weights by BLEU go to `model.safetensors`; the learning rate decays
 //! after `lr_patience` validations without improvement, training stops after `patience`.
 //! The latest state (`last/`) is saved at every validation and whenever training stops.
+//!
+//! **Accumulation and data parallelism.** An update may see several batches: `train.accumulate`
+//! of them on each of the `W` processes of a data-parallel run ([`Trainer::with_group`]). The
+//! update takes the next `W x accumulate` batches of the epoch's one seeded order; process `r`
+//! computes those at positions `r, r + W, r + 2W, ...` and backpropagates each batch's summed
+//! loss divided by the target tokens of all of them; the gradients are then summed over the
+//! processes (c10d all-reduce), so every process holds the gradient of the per-token loss over
+//! the update's batches before clipping and the Adam step, and all stay equal. The libtorch
+//! seed of the batch at position `p` is a function of `(seed, update, p)` only
+//! ([`seed_for_batch`]), so dropout does not depend on which process computes a batch: one
+//! process with `accumulate = N` takes exactly the updates of `N` processes with 1 (up to
+//! the order of float additions). The last update of an epoch takes the batches left. Rank 0
+//! validates and writes the model directory; the other ranks follow its decisions.
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +37,7 @@ use crate::checkpoint::{
 };
 use crate::config::{parse_duration, Config};
 use crate::data::Prepared;
+use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
 use crate::optim::{Adam, AdamConfig};
@@ -54,6 +68,17 @@ pub struct TrainerState {
     /// [`Trainer::run`] for why it is kept apart.
     #[serde(default)]
     pub final_best: Option<(u64, f64)>,
+    /// Data-parallel processes and batches accumulated by each per update
+    /// (`train.accumulate`) when this state was saved. A resumed run must keep their product,
+    /// the batches of one update.
+    #[serde(default = "one")]
+    pub world_size: u64,
+    #[serde(default = "one")]
+    pub accumulate: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Why a run ended.
@@ -102,6 +127,11 @@ pub struct Trainer<'a> {
     schedule: Schedule,
     /// Write progress lines to stderr.
     verbose: bool,
+    /// The data-parallel process group, if any (see the module docs).
+    group: Option<&'a ProcessGroup>,
+    /// Whether every parameter has a gradient tensor (a data-parallel all-reduce needs the
+    /// same list on every rank).
+    grads_ready: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -112,6 +142,78 @@ impl<'a> Trainer<'a> {
         device: Device,
         data: &'a Prepared,
         stop: &'a AtomicBool,
+    ) -> Result<Self> {
+        Self::with_group(config, model_dir, device, data, stop, None)
+    }
+
+    /// [`Trainer::new`] as one process of a data-parallel run over `group`. Rank 0 owns
+    /// `model_dir` (it loads `last/` and checks that the resume keeps the batches per update);
+    /// the other ranks build a fresh model and receive rank 0's weights, Adam moments and
+    /// progress, and check that their training data are rank 0's. A collective: every rank
+    /// calls it.
+    pub fn with_group(
+        config: Config,
+        model_dir: &Path,
+        device: Device,
+        data: &'a Prepared,
+        stop: &'a AtomicBool,
+        group: Option<&'a ProcessGroup>,
+    ) -> Result<Self> {
+        let loaded = Self::load(config, model_dir, device, data, stop, group);
+        let Some(g) = group else { return loaded };
+        let (rank, world) = (g.rank(), g.world_size());
+        // Rank 0's state or its error reaches every rank, so that no rank waits for a peer
+        // that has stopped.
+        let sent = match &loaded {
+            Ok(t) if rank == 0 => Ok(Handshake {
+                state: t.state.clone(),
+                train_pairs: data.train.len(),
+                train_hash: fingerprint(&data.train),
+            }),
+            Ok(_) => Err(String::new()),
+            Err(e) => Err(error_chain(e)),
+        };
+        let received = g.from_rank0(sent.and_then(|h| {
+            serde_json::to_vec(&h).map_err(|e| format!("encoding the trainer state: {e}"))
+        }));
+        let mut trainer = loaded?;
+        let handshake: Handshake = serde_json::from_slice(&received?)
+            .map_err(|e| Error::Distributed(format!("rank 0's trainer state: {e}")))?;
+        let mine = (data.train.len(), fingerprint(&data.train));
+        let differs = (handshake.train_pairs, handshake.train_hash) != mine;
+        if g.any(&[differs])?[0] {
+            return Err(Error::Distributed(if rank == 0 {
+                "another rank's training data differ from rank 0's (every rank must read the same files with the same settings)".to_string()
+            } else {
+                format!(
+                    "rank {rank}'s training data ({} pairs) differ from rank 0's ({} pairs): every rank must read the same files with the same settings",
+                    mine.0, handshake.train_pairs
+                )
+            }));
+        }
+        trainer.state = handshake.state;
+        trainer.opt.steps = trainer.state.step;
+        trainer.opt.config.lr = trainer
+            .schedule
+            .lr_at(&trainer.state.schedule, trainer.state.step);
+        let mut vars: Vec<(String, tch::Tensor)> = trainer.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tensors: Vec<tch::Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        tensors.extend(trainer.opt.state_tensors());
+        g.broadcast(&tensors, 0)?;
+        trainer.group = group;
+        trainer.verbose = rank == 0;
+        debug_assert_eq!(trainer.state.world_size, world as u64);
+        Ok(trainer)
+    }
+
+    fn load(
+        config: Config,
+        model_dir: &Path,
+        device: Device,
+        data: &'a Prepared,
+        stop: &'a AtomicBool,
+        group: Option<&ProcessGroup>,
     ) -> Result<Self> {
         config.model.validate()?;
         config.train.validate()?;
@@ -135,8 +237,13 @@ impl<'a> Trainer<'a> {
             tokens: 0,
             train_seconds: 0.0,
             final_best: None,
+            world_size: 1,
+            accumulate: 1,
         };
-        if let Some(last) = checkpoint::last_dir(model_dir) {
+        let world = group.map_or(1, ProcessGroup::world_size) as u64;
+        let accumulate = t.accumulate as u64;
+        let resumable = group.is_none_or(|g| g.rank() == 0);
+        if let Some(last) = checkpoint::last_dir(model_dir).filter(|_| resumable) {
             let trainer_file = last.join(TRAINER_FILE);
             let text =
                 std::fs::read_to_string(&trainer_file).map_err(|e| Error::io(&trainer_file, e))?;
@@ -148,6 +255,21 @@ impl<'a> Trainer<'a> {
                 let model = model_dir.join(MODEL_FILE);
                 std::fs::rename(&aside, &model).map_err(|e| Error::io(&model, e))?;
             }
+            let (saved, now) = (state.world_size * state.accumulate, world * accumulate);
+            if saved != now {
+                let hint = if saved % world == 0 {
+                    format!(
+                        "with {world} process(es) resume with --set train.accumulate={}",
+                        saved / world
+                    )
+                } else {
+                    format!("use a number of processes that divides {saved}")
+                };
+                return Err(Error::Config(format!(
+                    "this run was trained with {} process(es) x train.accumulate {} = {saved} batches per update; {world} x {accumulate} = {now} would change what an update sees: {hint}, or train in a new --model-dir",
+                    state.world_size, state.accumulate
+                )));
+            }
             checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
@@ -156,6 +278,8 @@ impl<'a> Trainer<'a> {
             let prior = crate::data::target_log_prior(&data.train, config.model.tgt_vocab);
             model.set_output_prior(&tch::Tensor::from_slice(&prior).to_device(device));
         }
+        state.world_size = world;
+        state.accumulate = accumulate;
         let schedule = Schedule::new(&config.train);
         opt.config.lr = schedule.lr_at(&state.schedule, state.step);
         Ok(Trainer {
@@ -170,6 +294,8 @@ impl<'a> Trainer<'a> {
             stop,
             schedule,
             verbose: true,
+            group: None,
+            grads_ready: false,
         })
     }
 
@@ -237,7 +363,10 @@ impl<'a> Trainer<'a> {
             });
         }
         let first_step = self.state.step;
-        let per_epoch = epoch_batches(examples, t.batch_tokens, t.seed, 0).len() as u64;
+        let per_update = self.group.map_or(1, ProcessGroup::world_size) * t.accumulate;
+        let per_epoch = epoch_batches(examples, t.batch_tokens, t.seed, 0)
+            .len()
+            .div_ceil(per_update) as u64;
         let total = t.max_steps.or(t.max_epochs.map(|e| e * per_epoch));
         let bar = self.progress_bar(total);
         let mut last_validation = None;
@@ -253,18 +382,30 @@ impl<'a> Trainer<'a> {
                     if t.max_steps.is_some_and(|m| self.state.step >= m) {
                         break 'outer StopReason::MaxSteps;
                     }
-                    if max_time.is_some_and(|m| started.elapsed() >= m) {
+                    let mut time_up = max_time.is_some_and(|m| started.elapsed() >= m);
+                    let mut interrupted = self.stop.load(Ordering::SeqCst);
+                    if let Some(g) = self.group {
+                        // One decision for all ranks: clocks and signals differ between them.
+                        let any = g.any(&[time_up, interrupted])?;
+                        (time_up, interrupted) = (any[0], any[1]);
+                    }
+                    if time_up {
                         break 'outer StopReason::MaxTime;
                     }
-                    if self.stop.load(Ordering::SeqCst) {
+                    if interrupted {
                         break 'outer StopReason::Interrupted;
                     }
-                    let idx = &batches[self.state.batch_in_epoch];
-                    let (loss, tokens, secs) = self.update(idx)?;
+                    let begin = self.state.batch_in_epoch;
+                    let end = (begin + per_update).min(batches.len());
+                    let (loss, tokens, secs) = if per_update == 1 && self.group.is_none() {
+                        self.update(&batches[begin])?
+                    } else {
+                        self.update_batches(&batches[begin..end])?
+                    };
                     window.add(loss, tokens);
                     self.state.tokens += tokens as u64;
                     self.state.train_seconds += secs;
-                    self.state.batch_in_epoch += 1;
+                    self.state.batch_in_epoch = end;
                     self.state.step += 1;
                     if let Some(bar) = &bar {
                         bar.set_position(self.state.step);
@@ -285,7 +426,7 @@ impl<'a> Trainer<'a> {
                         window = Window::new();
                     }
                     if self.state.step.is_multiple_of(t.valid_every as u64) {
-                        last_validation = Some(self.validate_and_save(true, bar.as_ref())?);
+                        last_validation = Some(self.validate_everywhere(true, bar.as_ref())?);
                         validated_at = Some(self.state.step);
                         window = Window::new();
                         if self.state.schedule.stopped_early {
@@ -296,7 +437,7 @@ impl<'a> Trainer<'a> {
                 self.state.epoch += 1;
                 self.state.batch_in_epoch = 0;
                 if validated_at != Some(self.state.step) {
-                    last_validation = Some(self.validate_and_save(true, bar.as_ref())?);
+                    last_validation = Some(self.validate_everywhere(true, bar.as_ref())?);
                     validated_at = Some(self.state.step);
                     if self.state.schedule.stopped_early {
                         break StopReason::EarlyStopping;
@@ -313,22 +454,31 @@ impl<'a> Trainer<'a> {
             Err(Error::Interrupted) => StopReason::Interrupted,
             Err(e) => return Err(e),
         };
-        let model_exists = self.model_dir.join(MODEL_FILE).exists();
+        let writer = self.is_writer();
+        let mut model_exists = self.model_dir.join(MODEL_FILE).exists();
+        if let Some(g) = self.group {
+            // Rank 0's model directory decides for everyone.
+            let sent = vec![model_exists as u8];
+            model_exists = g.from_rank0(Ok(sent))?.first() == Some(&1);
+        }
         let updated = self.state.step > first_step;
         if reason == StopReason::Interrupted {
             // No final validation: Ctrl-C means now. A model to translate with exists anyway.
-            if !model_exists {
-                checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
+            if writer {
+                if !model_exists {
+                    checkpoint::save_weights(&self.vs, &self.model_dir.join(MODEL_FILE))?;
+                }
+                self.save_last()?;
             }
-            self.save_last()?;
         } else if (updated && validated_at != Some(self.state.step)) || !model_exists {
             // A final look that does not touch the schedule (see above).
-            match self.validate_and_save(false, None) {
+            match self.validate_everywhere(false, None) {
                 Ok(v) => last_validation = Some(v),
-                Err(Error::Interrupted) => self.save_last()?,
+                Err(Error::Interrupted) if writer => self.save_last()?,
+                Err(Error::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-        } else if updated {
+        } else if updated && writer {
             self.save_last()?;
         }
         Ok(Outcome {
@@ -387,6 +537,112 @@ impl<'a> Trainer<'a> {
             });
         }
         Ok((value, tokens as usize, start.elapsed().as_secs_f64()))
+    }
+
+    /// Updates over several batches (indices into the training examples): those of this
+    /// rank (see the module docs) are computed here, the gradients summed over the ranks.
+    /// Returns (per-token loss over all the batches, their target tokens, seconds).
+    fn update_batches(&mut self, batches: &[Vec<usize>]) -> Result<(f64, usize, f64)> {
+        let start = Instant::now();
+        let (rank, world) = self
+            .group
+            .map_or((0, 1), |g| (g.rank(), g.world_size()));
+        if self.group.is_some() && !self.grads_ready {
+            self.opt.define_grads();
+            self.grads_ready = true;
+        }
+        let t = &self.config.train;
+        self.opt.config.lr = self.schedule.lr_at(&self.state.schedule, self.state.step);
+        let train = &self.data.train;
+        let tokens: usize = batches
+            .iter()
+            .flatten()
+            .map(|&i| train[i].tgt.len() + 1)
+            .sum();
+        let total = tokens.max(1) as f64;
+        self.opt.zero_grad();
+        let mut loss_sum = 0.0;
+        for (p, idx) in batches.iter().enumerate().skip(rank).step_by(world) {
+            tch::manual_seed(seed_for_batch(t.seed, self.state.step, p));
+            let examples: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+            let batch = Batch::new(&examples, self.device);
+            let out = self
+                .model
+                .loss(&batch, true, t.teacher_forcing, t.label_smoothing);
+            loss_sum += out.loss.double_value(&[]);
+            (out.loss / total).backward();
+        }
+        if let Some(g) = self.group {
+            let sum = tch::Tensor::from_slice(&[loss_sum]);
+            let mut tensors = self.opt.grads();
+            tensors.push(sum.shallow_clone());
+            g.all_reduce_sum(&tensors)?;
+            loss_sum = sum.double_value(&[0]);
+        }
+        let value = loss_sum / total;
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                step: self.state.step + 1,
+                what: "loss",
+                value,
+            });
+        }
+        let norm = self.opt.clip_grad_norm(t.clip_norm);
+        if !norm.is_finite() {
+            return Err(Error::NonFinite {
+                step: self.state.step + 1,
+                what: "gradient norm",
+                value: norm,
+            });
+        }
+        self.opt.step();
+        Ok((value, tokens, start.elapsed().as_secs_f64()))
+    }
+
+    /// Whether this process writes the model directory (rank 0, or a single process).
+    fn is_writer(&self) -> bool {
+        self.group.is_none_or(|g| g.rank() == 0)
+    }
+
+    /// [`Trainer::validate_and_save`] on rank 0, whose outcome (progress, schedule, or its
+    /// error) then reaches every other rank; without a group, just that.
+    fn validate_everywhere(
+        &mut self,
+        schedule: bool,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<Validation> {
+        let Some(g) = self.group else {
+            return self.validate_and_save(schedule, bar);
+        };
+        #[derive(Serialize, Deserialize)]
+        struct Outcome {
+            state: TrainerState,
+            validation: Option<Validation>,
+        }
+        if g.rank() == 0 {
+            let r = self.validate_and_save(schedule, bar);
+            let sent = match &r {
+                Ok(v) => Ok(Some(*v)),
+                Err(Error::Interrupted) => Ok(None),
+                Err(e) => Err(error_chain(e)),
+            }
+            .and_then(|validation| {
+                let o = Outcome {
+                    state: self.state.clone(),
+                    validation,
+                };
+                serde_json::to_vec(&o).map_err(|e| format!("encoding the validation: {e}"))
+            });
+            let shared = g.from_rank0(sent);
+            let v = r?; // rank 0's own error comes first
+            shared?;
+            return Ok(v);
+        }
+        let bytes = g.from_rank0(Err(String::new()))?;
+        let o: Outcome = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Distributed(format!("rank 0's validation: {e}")))?;
+        self.state = o.state;
+        o.validation.ok_or(Error::Interrupted)
     }
 
     /// Validation loss, perplexity and greedy BLEU on the validation set.
@@ -581,6 +837,54 @@ impl Window {
 pub fn seed_for_step(seed: u64, step: u64) -> i64 {
     let mut r = crate::rng::Rng::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (r.next_u64() >> 1) as i64
+}
+
+/// The libtorch seed of the batch at position `position` of update `step` (several batches
+/// per update: accumulation or data parallelism). It does not depend on the process that
+/// computes the batch, and the first batch has [`seed_for_step`]'s seed.
+pub fn seed_for_batch(seed: u64, step: u64, position: usize) -> i64 {
+    let mix = (position as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    seed_for_step(seed ^ mix, step)
+}
+
+/// What rank 0 sends the other ranks when a data-parallel run starts.
+#[derive(Serialize, Deserialize)]
+struct Handshake {
+    state: TrainerState,
+    /// The training examples, to check that every rank trains on the same data.
+    train_pairs: usize,
+    train_hash: u64,
+}
+
+/// A hash (FNV-1a) of the examples' ids, equal on every rank that read the same data.
+fn fingerprint(examples: &[Example]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        h ^= x;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for e in examples {
+        e.src.iter().for_each(|&t| eat(t as u64));
+        eat(u64::MAX);
+        e.tgt.iter().for_each(|&t| eat(t as u64));
+        eat(u64::MAX - 1);
+    }
+    h
+}
+
+/// `e` and its causes on one line, as rank 0 reports them to the other ranks.
+fn error_chain(e: &Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        let first = text.lines().next().unwrap_or("").to_string();
+        if parts.last() != Some(&first) {
+            parts.push(first);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 /// `Duration` to `1h02m03s`.

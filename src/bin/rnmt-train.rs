@@ -1,4 +1,10 @@
 //! rnmt-train: train a translation model on parallel data, or resume training it.
+//!
+//! Under `torchrun --no-python` (`WORLD_SIZE` set) it is one process of a data-parallel run
+//! ([`rnmt::distributed`]): rank 0 does everything a single process does (locks and writes the
+//! model directory, trains the tokenizers), then sends the other ranks the config and the
+//! tokenizers, so that they never touch the model directory (it need not be shared between
+//! machines); each of them reads the corpora itself.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +17,7 @@ use rnmt::config::{resume_config, Change, Config, Stated};
 use rnmt::corpus::{CorpusSource, DelimitedFormat};
 use rnmt::data::{prepare, DataSpec};
 use rnmt::device::{describe, parse_device, set_threads};
+use rnmt::distributed::{Backend, Launch, ProcessGroup};
 use rnmt::train::{human_duration, Trainer};
 
 /// Train an attentional encoder-decoder (bidirectional LSTM encoder, GRU decoder).
@@ -76,6 +83,14 @@ struct Args {
     /// libtorch threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Data-parallel runs (under torchrun): auto (NCCL for CUDA when built with it, else
+    /// Gloo), gloo or nccl.
+    #[arg(long, default_value = "auto")]
+    dist_backend: String,
+    /// Data-parallel runs: how long a rank waits for the others in one collective (rank 0's
+    /// validations included) before it stops with an error, e.g. 90s, 30m.
+    #[arg(long, default_value = "30m")]
+    dist_timeout: String,
     /// Only errors on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -143,14 +158,192 @@ fn resolve_config(a: &Args, model_dir: &Path) -> Result<(Config, Option<Vec<Chan
     Ok((config, Some(changes)))
 }
 
+/// What rank 0 sends the other ranks of a data-parallel run once it has prepared the data.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bootstrap {
+    config: Config,
+    /// The tokenizer files (name, JSON text).
+    tokenizers: Vec<(String, String)>,
+}
+
 fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     set_threads(a.threads);
-    let device = parse_device(&a.device)?;
+    let launch = Launch::from_env()?;
+    let mut device = parse_device(&a.device)?;
+    if let (Some(l), "auto", tch::Device::Cuda(_)) = (&launch, a.device.as_str(), device) {
+        // One GPU per process on a machine.
+        device = parse_device(&format!("cuda:{}", l.local_rank))?;
+    }
+    let group = match &launch {
+        Some(l) => {
+            let backend = Backend::parse(&a.dist_backend, device)?;
+            let timeout = rnmt::config::parse_duration(&a.dist_timeout)
+                .context("--dist-timeout")?;
+            Some(ProcessGroup::new(l, backend, timeout)?)
+        }
+        None => None,
+    };
+    match &group {
+        Some(g) if g.rank() > 0 => worker(&a, g, device),
+        _ => leader(&a, group.as_ref(), device, started),
+    }
+}
+
+/// A rank other than 0: the config and tokenizers come from rank 0, the data from the same
+/// files; a temporary directory stands in for the model directory.
+fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
+    let bytes = g.from_rank0(Err(String::new()))?;
+    let boot: Bootstrap =
+        serde_json::from_slice(&bytes).context("reading rank 0's config and tokenizers")?;
+    let scratch = Scratch::new(g.rank())?;
+    for (name, text) in &boot.tokenizers {
+        let path = scratch.0.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let spec = DataSpec {
+        train: corpus(&a.train, &a.train_src, &a.train_tgt, a)?,
+        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, a)?,
+        skip_bad_lines: a.skip_bad_lines,
+        reuse_tokenizers: true,
+    };
+    let data = prepare(&spec, &boot.config.data, &scratch.0)?;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let mut trainer =
+        Trainer::with_group(boot.config, &scratch.0, device, &data, &STOP, Some(g))?;
+    trainer.set_verbose(false);
+    trainer.run()?;
+    Ok(())
+}
+
+/// A private directory of a rank other than 0, removed when the run ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(rank: usize) -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "rnmt-train-rank{rank}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A single process, or rank 0 of a data-parallel run.
+fn leader(
+    a: &Args,
+    group: Option<&ProcessGroup>,
+    device: tch::Device,
+    started: Instant,
+) -> Result<()> {
+    // Until the data are ready, an error here must also reach the other ranks.
+    let ready = prepare_leader(a, device);
+    if let Some(g) = group {
+        let sent = match &ready {
+            Ok((config, ..)) => bootstrap(config, &a.model_dir),
+            Err(e) => Err(rnmt::cli::chain(e)),
+        };
+        let shared = g.from_rank0(sent);
+        if ready.is_ok() {
+            shared?;
+        }
+    }
+    let (config, changes, data, _lock) = ready?;
+    let say = |m: &str| {
+        if !a.quiet {
+            eprintln!("{m}");
+        }
+    };
+    let resuming = changes.is_some();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let mut trainer = Trainer::with_group(config, &a.model_dir, device, &data, &STOP, group)?;
+    trainer.apply_changes(changes.as_deref().unwrap_or_default());
+    trainer.set_verbose(!a.quiet);
+    say(&format!(
+        "model: {} parameters on {}; {} training pairs; {}{}",
+        trainer.parameter_count(),
+        describe(device),
+        data.train.len(),
+        if resuming {
+            format!("resuming at step {}", trainer.state().step)
+        } else {
+            "starting at step 0".to_string()
+        },
+        match group {
+            Some(g) => format!(
+                "; data-parallel over {} processes ({})",
+                g.world_size(),
+                g.backend()
+            ),
+            None => String::new(),
+        }
+    ));
+    let outcome = trainer.run()?;
+    let s = &outcome.state;
+    say(&format!(
+        "stopped: {} at step {} (epoch {}) after {}; {:.0} target tokens/s in updates",
+        outcome.reason,
+        s.step,
+        s.epoch + 1,
+        human_duration(started.elapsed()),
+        s.tokens as f64 / s.train_seconds.max(1e-9)
+    ));
+    let model = a.model_dir.join(checkpoint::MODEL_FILE);
+    match (s.final_best, s.best_bleu) {
+        (Some((step, bleu)), _) => say(&format!(
+            "best validation BLEU {bleu:.2} at step {step} (the validation at the end of this run): {}",
+            model.display()
+        )),
+        (None, Some(b)) => say(&format!(
+            "best validation BLEU {b:.2} at step {}: {}",
+            s.best_step,
+            model.display()
+        )),
+        (None, None) => {}
+    }
+    say(&rnmt::memory::peak_report());
+    say("train longer: run the same command again with a larger --max-steps / --max-epochs / --max-time");
+    Ok(())
+}
+
+/// The config and tokenizer files of rank 0, for the other ranks.
+fn bootstrap(config: &Config, model_dir: &Path) -> std::result::Result<Vec<u8>, String> {
+    let mut tokenizers = Vec::new();
+    for name in rnmt::tokenizer::FILES {
+        let path = model_dir.join(name);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tokenizers.push((name.to_string(), text));
+        }
+    }
+    let boot = Bootstrap {
+        config: config.clone(),
+        tokenizers,
+    };
+    serde_json::to_vec(&boot).map_err(|e| format!("encoding the config: {e}"))
+}
+
+type Ready = (Config, Option<Vec<Change>>, rnmt::data::Prepared, std::fs::File);
+
+/// Everything a single process does before it builds the trainer: lock the model directory,
+/// resolve the config, read the data, train or reuse the tokenizers, save the config.
+fn prepare_leader(a: &Args, device: tch::Device) -> Result<Ready> {
     std::fs::create_dir_all(&a.model_dir)
         .with_context(|| format!("creating {}", a.model_dir.display()))?;
-    let _lock = checkpoint::lock_model_dir(&a.model_dir)?;
-    let (mut config, changes) = resolve_config(&a, &a.model_dir)?;
+    let lock = checkpoint::lock_model_dir(&a.model_dir)?;
+    let (mut config, changes) = resolve_config(a, &a.model_dir)?;
     config.model.validate_sizes()?;
     config.train.validate()?;
     if device == tch::Device::Cpu {
@@ -182,8 +375,8 @@ fn run(a: Args) -> Result<()> {
         ));
     }
     let spec = DataSpec {
-        train: corpus(&a.train, &a.train_src, &a.train_tgt, &a)?,
-        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, &a)?,
+        train: corpus(&a.train, &a.train_src, &a.train_tgt, a)?,
+        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, a)?,
         skip_bad_lines: a.skip_bad_lines,
         reuse_tokenizers: resuming,
     };
@@ -194,50 +387,7 @@ fn run(a: Args) -> Result<()> {
     config.model.src_vocab = data.tokenizers.src().vocab_size();
     config.model.tgt_vocab = data.tokenizers.tgt().vocab_size();
     config.save_dir(&a.model_dir)?;
-
-    static STOP: AtomicBool = AtomicBool::new(false);
-    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
-        .context("installing the Ctrl-C handler")?;
-    let mut trainer = Trainer::new(config, &a.model_dir, device, &data, &STOP)?;
-    trainer.apply_changes(changes.as_deref().unwrap_or_default());
-    trainer.set_verbose(!a.quiet);
-    say(&format!(
-        "model: {} parameters on {}; {} training pairs; {}",
-        trainer.parameter_count(),
-        describe(device),
-        data.train.len(),
-        if resuming {
-            format!("resuming at step {}", trainer.state().step)
-        } else {
-            "starting at step 0".to_string()
-        }
-    ));
-    let outcome = trainer.run()?;
-    let s = &outcome.state;
-    say(&format!(
-        "stopped: {} at step {} (epoch {}) after {}; {:.0} target tokens/s in updates",
-        outcome.reason,
-        s.step,
-        s.epoch + 1,
-        human_duration(started.elapsed()),
-        s.tokens as f64 / s.train_seconds.max(1e-9)
-    ));
-    let model = a.model_dir.join(checkpoint::MODEL_FILE);
-    match (s.final_best, s.best_bleu) {
-        (Some((step, bleu)), _) => say(&format!(
-            "best validation BLEU {bleu:.2} at step {step} (the validation at the end of this run): {}",
-            model.display()
-        )),
-        (None, Some(b)) => say(&format!(
-            "best validation BLEU {b:.2} at step {}: {}",
-            s.best_step,
-            model.display()
-        )),
-        (None, None) => {}
-    }
-    say(&rnmt::memory::peak_report());
-    say("train longer: run the same command again with a larger --max-steps / --max-epochs / --max-time");
-    Ok(())
+    Ok((config, changes, data, lock))
 }
 
 fn main() -> ExitCode {
