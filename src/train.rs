@@ -255,21 +255,7 @@ impl<'a> Trainer<'a> {
                 let model = model_dir.join(MODEL_FILE);
                 std::fs::rename(&aside, &model).map_err(|e| Error::io(&model, e))?;
             }
-            let (saved, now) = (state.world_size * state.accumulate, world * accumulate);
-            if saved != now {
-                let hint = if saved % world == 0 {
-                    format!(
-                        "with {world} process(es) resume with --set train.accumulate={}",
-                        saved / world
-                    )
-                } else {
-                    format!("use a number of processes that divides {saved}")
-                };
-                return Err(Error::Config(format!(
-                    "this run was trained with {} process(es) x train.accumulate {} = {saved} batches per update; {world} x {accumulate} = {now} would change what an update sees: {hint}, or train in a new --model-dir",
-                    state.world_size, state.accumulate
-                )));
-            }
+            check_batches_per_update(&state, world, accumulate)?;
             checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
@@ -845,6 +831,40 @@ pub fn seed_for_step(seed: u64, step: u64) -> i64 {
 pub fn seed_for_batch(seed: u64, step: u64, position: usize) -> i64 {
     let mix = (position as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     seed_for_step(seed ^ mix, step)
+}
+
+/// The progress saved in `model_dir/last`, if any.
+pub fn saved_state(model_dir: &Path) -> Result<Option<TrainerState>> {
+    let Some(last) = checkpoint::last_dir(model_dir) else {
+        return Ok(None);
+    };
+    let path = last.join(TRAINER_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::ModelDir(format!("{}: {e}", path.display())))
+}
+
+/// A run saved as `state` may resume on `world` processes accumulating `accumulate` batches
+/// each only if an update still sees as many batches (then it is the same run, see the
+/// module docs); otherwise a config error that says what would fit.
+pub fn check_batches_per_update(state: &TrainerState, world: u64, accumulate: u64) -> Result<()> {
+    let (saved, now) = (state.world_size * state.accumulate, world * accumulate);
+    if saved == now {
+        return Ok(());
+    }
+    let hint = if saved % world == 0 {
+        format!(
+            "resume it on {world} process(es) with --set train.accumulate={}",
+            saved / world
+        )
+    } else {
+        format!("resume it on a number of processes that divides {saved}")
+    };
+    Err(Error::Config(format!(
+        "this run was trained with {} process(es) x train.accumulate {} = {saved} batches per update, and {world} x {accumulate} = {now} would change what an update sees: {hint}, or train in a new --model-dir",
+        state.world_size, state.accumulate
+    )))
 }
 
 /// What rank 0 sends the other ranks when a data-parallel run starts.

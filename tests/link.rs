@@ -45,3 +45,32 @@ fn cuda_backend_is_linked_when_libtorch_has_it() {
         );
     }
 }
+
+/// The c10d shim is compiled against Debian's Gloo headers (libgloo-dev), which are older
+/// than the Gloo inside libtorch. That is safe only while the binaries use Gloo through
+/// libtorch alone: no system Gloo library linked, and no code of Gloo's headers compiled into
+/// them (a `gloo::` definition in a binary could stand in for libtorch's own at run time).
+#[test]
+fn gloo_comes_from_libtorch_only() {
+    for bin in [
+        env!("CARGO_BIN_EXE_rnmt-train"),
+        env!("CARGO_BIN_EXE_rnmt-translate"),
+    ] {
+        let libs = needed(bin);
+        assert!(!libs.iter().any(|l| l.contains("gloo")), "{bin}: {libs:?}");
+        let out = Command::new("nm")
+            .args(["-C", "--defined-only", bin])
+            .output()
+            .expect("nm (binutils) is needed for this test");
+        assert!(out.status.success(), "nm {bin} failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let gloo: Vec<&str> = text
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2).is_some_and(|s| s.starts_with("gloo::")))
+            .collect();
+        assert!(gloo.is_empty(), "{bin} defines Gloo code: {gloo:?}");
+        if bin.ends_with("rnmt-train") {
+            assert!(text.contains("rnmt_dist_new"), "{bin} lacks the c10d shim");
+        }
+    }
+}

@@ -246,7 +246,8 @@ fn leader(
     started: Instant,
 ) -> Result<()> {
     // Until the data are ready, an error here must also reach the other ranks.
-    let ready = prepare_leader(a, device);
+    let world = group.map_or(1, ProcessGroup::world_size) as u64;
+    let ready = prepare_leader(a, device, world);
     if let Some(g) = group {
         let sent = match &ready {
             Ok((config, ..)) => bootstrap(config, &a.model_dir),
@@ -339,13 +340,17 @@ type Ready = (Config, Option<Vec<Change>>, rnmt::data::Prepared, std::fs::File);
 
 /// Everything a single process does before it builds the trainer: lock the model directory,
 /// resolve the config, read the data, train or reuse the tokenizers, save the config.
-fn prepare_leader(a: &Args, device: tch::Device) -> Result<Ready> {
+fn prepare_leader(a: &Args, device: tch::Device, world: u64) -> Result<Ready> {
     std::fs::create_dir_all(&a.model_dir)
         .with_context(|| format!("creating {}", a.model_dir.display()))?;
     let lock = checkpoint::lock_model_dir(&a.model_dir)?;
     let (mut config, changes) = resolve_config(a, &a.model_dir)?;
     config.model.validate_sizes()?;
     config.train.validate()?;
+    if let Some(state) = rnmt::train::saved_state(&a.model_dir)? {
+        // Before reading any data (the trainer checks it again when it loads the state).
+        rnmt::train::check_batches_per_update(&state, world, config.train.accumulate as u64)?;
+    }
     if device == tch::Device::Cpu {
         // Fail before reading any data: the vocabulary will be about data.tokenizer.vocab_size.
         let mut m = config.model.clone();
