@@ -44,7 +44,11 @@ fn main() {
 
 /// Compiles `csrc/` against the libtorch whose `lib/` is `lib`.
 fn shim(lib: &Path) {
-    for f in ["csrc/distributed.cpp", "csrc/distributed.h", "csrc/distributed_nccl.cpp"] {
+    for f in [
+        "csrc/distributed.cpp",
+        "csrc/distributed.h",
+        "csrc/distributed_nccl.cpp",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     for v in ["LIBTORCH_CXX11_ABI", "RNMT_GLOO_INCLUDE", "CUDA_HOME"] {
@@ -67,7 +71,10 @@ fn shim(lib: &Path) {
     let gloo = std::env::var_os("RNMT_GLOO_INCLUDE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/include"));
-    println!("cargo:rerun-if-changed={}", gloo.join("gloo/context.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        gloo.join("gloo/context.h").display()
+    );
     if gloo.join("gloo/context.h").exists() {
         build
             .define("USE_C10D_GLOO", None)
@@ -91,8 +98,8 @@ fn shim(lib: &Path) {
         .parent()
         .map(|sp| sp.join("nvidia/nccl/include"))
         .filter(|d| d.join("nccl.h").exists());
-    let toolkit = cuda_include.join("cuda_runtime.h").exists()
-        && cuda_include.join("nv/target").exists();
+    let toolkit =
+        cuda_include.join("cuda_runtime.h").exists() && cuda_include.join("nv/target").exists();
     if lib.join("libtorch_cuda.so").exists() && toolkit {
         build
             .define("USE_C10D_NCCL", None)

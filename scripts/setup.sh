@@ -8,12 +8,43 @@
 # Environment:
 #   RNMT_CACHE   where the venv lives (default: ${XDG_CACHE_HOME:-$HOME/.cache}/rnmt)
 #   LIBTORCH     use an existing libtorch 2.13.0 instead (a directory with lib/ and include/);
-#                nothing is installed then.
+#                no libtorch is installed then.
+#   RNMT_GLOO_INCLUDE  a directory with Gloo's headers (gloo/context.h), instead of the
+#                system's /usr/include.
+#
+# Also Gloo's headers, which data-parallel training on CPU needs at build time and the
+# libtorch wheel lacks (build.rs and csrc/distributed.cpp say why these fit): Debian's
+# libgloo-dev, installed with apt-get when missing (as root, or through passwordless sudo).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 want=2.13.0
 link="$here/.libtorch"
+
+gloo_headers() {
+    local dir=${RNMT_GLOO_INCLUDE:-/usr/include}
+    [[ -f "$dir/gloo/context.h" ]] && return 0
+    if [[ -n "${RNMT_GLOO_INCLUDE:-}" ]]; then
+        echo "setup: RNMT_GLOO_INCLUDE=$RNMT_GLOO_INCLUDE has no gloo/context.h" >&2
+        exit 1
+    fi
+    local sudo=()
+    [[ $(id -u) -ne 0 ]] && sudo=(sudo -n)
+    if command -v apt-get >/dev/null && { [[ ${#sudo[@]} -eq 0 ]] || sudo -n true 2>/dev/null; }; then
+        echo "setup: installing libgloo-dev (Gloo's headers, for data-parallel training)"
+        export DEBIAN_FRONTEND=noninteractive
+        "${sudo[@]}" apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null ||
+            { "${sudo[@]}" apt-get update -q >/dev/null &&
+              "${sudo[@]}" apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null; }
+    fi
+    if [[ ! -f /usr/include/gloo/context.h ]]; then
+        echo "setup: Gloo's headers are missing and could not be installed: rnmt-train builds without data-parallel training on CPU (install libgloo-dev, or set RNMT_GLOO_INCLUDE, and rebuild)" >&2
+        if [[ "${CI:-}" == true ]]; then
+            exit 1
+        fi
+    fi
+}
+gloo_headers
 
 if [[ -n "${LIBTORCH:-}" ]]; then
     if [[ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]]; then

@@ -174,7 +174,11 @@ impl Launch {
         let rank_text = required("RANK")?;
         let rank = number("RANK", &rank_text)?;
         if rank >= world_size {
-            return Err(bad("RANK", &rank_text, &format!("below WORLD_SIZE={world_size}")));
+            return Err(bad(
+                "RANK",
+                &rank_text,
+                &format!("below WORLD_SIZE={world_size}"),
+            ));
         }
         let local_rank = match var("LOCAL_RANK") {
             Some(v) => number("LOCAL_RANK", &v)?,
@@ -244,6 +248,7 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     backend: Backend,
+    timeout: Duration,
     /// Set once a collective failed: the group is then left alone (see the module docs).
     broken: Cell<bool>,
 }
@@ -259,6 +264,11 @@ fn check(message: *mut c_char, what: &str) -> Result<()> {
         .into_owned();
     // SAFETY: released once, by the shim's allocator.
     unsafe { rnmt_dist_free_error(message) };
+    // Gloo prefixes its messages with its source location: `[/path/pair.cc:553] ...`.
+    let text = match text.strip_prefix('[').and_then(|t| t.split_once("] ")) {
+        Some((location, rest)) if location.contains(':') => rest.to_string(),
+        _ => text,
+    };
     Err(Error::Distributed(format!("{what}: {text}")))
 }
 
@@ -296,6 +306,7 @@ impl ProcessGroup {
             rank: launch.rank,
             world_size: launch.world_size,
             backend,
+            timeout,
             broken: Cell::new(false),
         })
     }
@@ -313,11 +324,20 @@ impl ProcessGroup {
     }
 
     fn result(&self, message: *mut c_char, what: &str) -> Result<()> {
-        let r = check(message, &format!("{what} (rank {})", self.rank));
-        if r.is_err() {
-            self.broken.set(true);
+        match check(message, &format!("{what} (rank {})", self.rank)) {
+            Ok(()) => Ok(()),
+            Err(Error::Distributed(text)) if text.contains("timed out") => {
+                self.broken.set(true);
+                Err(Error::Distributed(format!(
+                    "{text} (no answer from another rank within {}s, --dist-timeout)",
+                    self.timeout.as_secs_f64()
+                )))
+            }
+            Err(e) => {
+                self.broken.set(true);
+                Err(e)
+            }
         }
-        r
     }
 
     /// Sums each tensor over all ranks, in place (any shapes and kinds; the same list on every
@@ -326,9 +346,8 @@ impl ProcessGroup {
     pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
         let ptrs: Vec<*const C_tensor> = tensors.iter().map(Tensor::as_ptr).collect();
         // SAFETY: the tensors outlive the call; the shim only reads the pointers.
-        let message = unsafe {
-            rnmt_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), BUCKET_BYTES)
-        };
+        let message =
+            unsafe { rnmt_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), BUCKET_BYTES) };
         self.result(message, "all-reduce")
     }
 
@@ -459,13 +478,18 @@ mod tests {
             ("MASTER_PORT", "29500"),
         ];
         let with = |k: &str, v: &str| {
-            let mut vars: Vec<(&str, &str)> = base.iter().filter(|(n, _)| *n != k).copied().collect();
+            let mut vars: Vec<(&str, &str)> =
+                base.iter().filter(|(n, _)| *n != k).copied().collect();
             if !v.is_empty() {
                 vars.push((k, v));
             }
             launch(&vars).unwrap_err().to_string()
         };
-        assert!(with("RANK", "2").contains("RANK=\"2\""), "{}", with("RANK", "2"));
+        assert!(
+            with("RANK", "2").contains("RANK=\"2\""),
+            "{}",
+            with("RANK", "2")
+        );
         assert!(with("RANK", "").contains("RANK is not"));
         assert!(with("MASTER_PORT", "0").contains("MASTER_PORT"));
         assert!(with("MASTER_PORT", "99999").contains("MASTER_PORT"));

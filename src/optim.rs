@@ -97,7 +97,11 @@ impl Adam {
         if self.params.is_empty() {
             return;
         }
-        let zero: Vec<Tensor> = self.params.iter().map(|p| (p * 0.0).sum(Kind::Float)).collect();
+        let zero: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| (p * 0.0).sum(Kind::Float))
+            .collect();
         Tensor::stack(&zero, 0).sum(Kind::Float).backward();
         self.zero_grad();
     }

@@ -530,9 +530,7 @@ impl<'a> Trainer<'a> {
     /// Returns (per-token loss over all the batches, their target tokens, seconds).
     fn update_batches(&mut self, batches: &[Vec<usize>]) -> Result<(f64, usize, f64)> {
         let start = Instant::now();
-        let (rank, world) = self
-            .group
-            .map_or((0, 1), |g| (g.rank(), g.world_size()));
+        let (rank, world) = self.group.map_or((0, 1), |g| (g.rank(), g.world_size()));
         if self.group.is_some() && !self.grads_ready {
             self.opt.define_grads();
             self.grads_ready = true;

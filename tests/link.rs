@@ -66,7 +66,11 @@ fn gloo_comes_from_libtorch_only() {
         let text = String::from_utf8_lossy(&out.stdout);
         let gloo: Vec<&str> = text
             .lines()
-            .filter(|l| l.split_whitespace().nth(2).is_some_and(|s| s.starts_with("gloo::")))
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|s| s.starts_with("gloo::"))
+            })
             .collect();
         assert!(gloo.is_empty(), "{bin} defines Gloo code: {gloo:?}");
         if bin.ends_with("rnmt-train") {

@@ -178,8 +178,8 @@ fn run(a: Args) -> Result<()> {
     let group = match &launch {
         Some(l) => {
             let backend = Backend::parse(&a.dist_backend, device)?;
-            let timeout = rnmt::config::parse_duration(&a.dist_timeout)
-                .context("--dist-timeout")?;
+            let timeout =
+                rnmt::config::parse_duration(&a.dist_timeout).context("--dist-timeout")?;
             Some(ProcessGroup::new(l, backend, timeout)?)
         }
         None => None,
@@ -211,8 +211,7 @@ fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
     static STOP: AtomicBool = AtomicBool::new(false);
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
-    let mut trainer =
-        Trainer::with_group(boot.config, &scratch.0, device, &data, &STOP, Some(g))?;
+    let mut trainer = Trainer::with_group(boot.config, &scratch.0, device, &data, &STOP, Some(g))?;
     trainer.set_verbose(false);
     trainer.run()?;
     Ok(())
@@ -223,10 +222,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(rank: usize) -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!(
-            "rnmt-train-rank{rank}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("rnmt-train-rank{rank}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Scratch(dir))
     }
@@ -324,8 +321,8 @@ fn bootstrap(config: &Config, model_dir: &Path) -> std::result::Result<Vec<u8>, 
     for name in rnmt::tokenizer::FILES {
         let path = model_dir.join(name);
         if path.is_file() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             tokenizers.push((name.to_string(), text));
         }
     }
@@ -336,7 +333,12 @@ fn bootstrap(config: &Config, model_dir: &Path) -> std::result::Result<Vec<u8>, 
     serde_json::to_vec(&boot).map_err(|e| format!("encoding the config: {e}"))
 }
 
-type Ready = (Config, Option<Vec<Change>>, rnmt::data::Prepared, std::fs::File);
+type Ready = (
+    Config,
+    Option<Vec<Change>>,
+    rnmt::data::Prepared,
+    std::fs::File,
+);
 
 /// Everything a single process does before it builds the trainer: lock the model directory,
 /// resolve the config, read the data, train or reuse the tokenizers, save the config.
