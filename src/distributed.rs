@@ -326,7 +326,10 @@ impl ProcessGroup {
     fn result(&self, message: *mut c_char, what: &str) -> Result<()> {
         match check(message, &format!("{what} (rank {})", self.rank)) {
             Ok(()) => Ok(()),
-            Err(Error::Distributed(text)) if text.contains("timed out") => {
+            // Gloo's own timeout ("Application timeout caused pair closure") or the wait's.
+            Err(Error::Distributed(text))
+                if text.contains("timed out") || text.contains("timeout") =>
+            {
                 self.broken.set(true);
                 Err(Error::Distributed(format!(
                     "{text} (no answer from another rank within {}s, --dist-timeout)",

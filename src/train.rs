@@ -598,15 +598,17 @@ impl<'a> Trainer<'a> {
         let Some(g) = self.group else {
             return self.validate_and_save(schedule, bar);
         };
+        /// `validation` as the bits of loss, perplexity and BLEU: JSON has no infinity, and a
+        /// perplexity can be infinite.
         #[derive(Serialize, Deserialize)]
         struct Outcome {
             state: TrainerState,
-            validation: Option<Validation>,
+            validation: Option<[u64; 3]>,
         }
         if g.rank() == 0 {
             let r = self.validate_and_save(schedule, bar);
             let sent = match &r {
-                Ok(v) => Ok(Some(*v)),
+                Ok(v) => Ok(Some([v.loss, v.ppl, v.bleu].map(f64::to_bits))),
                 Err(Error::Interrupted) => Ok(None),
                 Err(e) => Err(error_chain(e)),
             }
@@ -626,7 +628,8 @@ impl<'a> Trainer<'a> {
         let o: Outcome = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Distributed(format!("rank 0's validation: {e}")))?;
         self.state = o.state;
-        o.validation.ok_or(Error::Interrupted)
+        let [loss, ppl, bleu] = o.validation.ok_or(Error::Interrupted)?.map(f64::from_bits);
+        Ok(Validation { loss, ppl, bleu })
     }
 
     /// Validation loss, perplexity and greedy BLEU on the validation set.

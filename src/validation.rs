@@ -17,7 +17,7 @@ use crate::model::Seq2Seq;
 use crate::search;
 
 /// One validation.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Validation {
     /// Per-token negative log-likelihood.
     pub loss: f64,

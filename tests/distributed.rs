@@ -383,3 +383,94 @@ fn torchrun_launches_the_ranks() {
         "torchrun's two ranks vs one process accumulating: {d}"
     );
 }
+
+#[test]
+fn early_stopping_and_the_schedule_follow_rank_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    // As in train_cli's early-stopping test: BLEU cannot improve, so after the first
+    // validation two more stop the run (and halve the learning rate on the way). Rank 1 must
+    // stop at the same update, or the ranks would wait for each other.
+    let args = [
+        "--max-steps",
+        "1000",
+        "--set",
+        "train.lr=1e-12",
+        "--set",
+        "train.valid_every=2",
+        "--set",
+        "train.patience=2",
+        "--set",
+        "train.min_lr=0",
+    ];
+    let outputs = run_ranks(dir.path(), &model, 2, &args);
+    all_ok(&outputs);
+    assert!(
+        stderr(&outputs[0]).contains("early stopping"),
+        "{}",
+        stderr(&outputs[0])
+    );
+    let state = trainer_state(&model);
+    assert_eq!(state["step"], 6);
+    assert_eq!(state["stopped_early"], true);
+    assert_eq!(state["lr"].as_f64().unwrap(), 5e-13);
+}
+
+#[test]
+fn divergence_stops_every_rank_at_the_same_update() {
+    let dir = tempfile::tempdir().unwrap();
+    // lr 1e38: a NaN loss in update 2, seen by both ranks at once (the loss and the gradient
+    // norm are those after the all-reduce). lr 1e30: NaN scores in rank 0's validation,
+    // which reach rank 1 as rank 0's error.
+    for (lr, in_update) in [("1e38", true), ("1e30", false)] {
+        let model = dir.path().join(format!("model-{lr}"));
+        let lr = format!("train.lr={lr}");
+        let outputs = run_ranks(dir.path(), &model, 2, &["--max-steps", "40", "--set", &lr]);
+        let lines: Vec<String> = outputs
+            .iter()
+            .map(|o| {
+                assert!(!o.status.success());
+                let err = stderr(o);
+                err.lines()
+                    .find(|l| l.starts_with("rnmt-train: error:"))
+                    .unwrap_or_else(|| panic!("no error line: {err}"))
+                    .to_string()
+            })
+            .collect();
+        assert!(lines[0].contains("training diverged"), "{}", lines[0]);
+        let rank0 = lines[0].trim_start_matches("rnmt-train: error: ");
+        if in_update {
+            assert!(lines[0].contains("the loss is NaN"), "{}", lines[0]);
+            assert_eq!(lines[1], lines[0]);
+        } else {
+            assert_eq!(
+                lines[1],
+                format!("rnmt-train: error: distributed training: rank 0 stopped: {rank0}")
+            );
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_on_one_rank_stops_both_after_the_same_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let (mut rank0, mut rank1, rx) = start_long_run(dir.path(), &model, &[]);
+    // Only rank 1 is interrupted; the decision reaches rank 0 before the next update.
+    let pid = rank1.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (s1, _) = exit_within(&mut rank1, Duration::from_secs(30), "rank 1");
+    let (s0, _) = exit_within(&mut rank0, Duration::from_secs(30), "rank 0");
+    let lines: Vec<String> = rx.iter().collect();
+    assert!(s0.success() && s1.success(), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("stopped: interrupted")),
+        "{lines:#?}"
+    );
+    // Rank 0 saved where both stopped.
+    assert!(trainer_state(&model)["step"].as_u64().unwrap() >= 3);
+}
