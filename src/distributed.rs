@@ -249,6 +249,9 @@ pub struct ProcessGroup {
     world_size: usize,
     backend: Backend,
     timeout: Duration,
+    /// Where the small tensors of [`ProcessGroup::broadcast_bytes`] and [`ProcessGroup::any`]
+    /// live: NCCL moves only CUDA tensors.
+    control: Device,
     /// Set once a collective failed: the group is then left alone (see the module docs).
     broken: Cell<bool>,
 }
@@ -273,9 +276,14 @@ fn check(message: *mut c_char, what: &str) -> Result<()> {
 }
 
 impl ProcessGroup {
-    /// Joins the group described by `launch` (blocks until every rank has joined, at most
-    /// `timeout`). `timeout` also bounds every later collective.
-    pub fn new(launch: &Launch, backend: Backend, timeout: Duration) -> Result<ProcessGroup> {
+    /// Joins the group described by `launch` for tensors on `device` (blocks until every rank
+    /// has joined, at most `timeout`). `timeout` also bounds every later collective.
+    pub fn new(
+        launch: &Launch,
+        backend: Backend,
+        device: Device,
+        timeout: Duration,
+    ) -> Result<ProcessGroup> {
         let host = CString::new(launch.master_addr.as_str())
             .map_err(|_| Error::Distributed("MASTER_ADDR contains a NUL byte".into()))?;
         let name = CString::new(backend.name()).unwrap_or_default();
@@ -307,6 +315,10 @@ impl ProcessGroup {
             world_size: launch.world_size,
             backend,
             timeout,
+            control: match backend {
+                Backend::Nccl => device,
+                Backend::Gloo => Device::Cpu,
+            },
             broken: Cell::new(false),
         })
     }
@@ -373,19 +385,19 @@ impl ProcessGroup {
 
     /// Rank 0's `bytes` on every rank (the other ranks' argument is ignored).
     pub fn broadcast_bytes(&self, bytes: &[u8]) -> Result<Vec<u8>> {
-        let len = Tensor::from_slice(&[bytes.len() as i64]);
+        let len = Tensor::from_slice(&[bytes.len() as i64]).to_device(self.control);
         self.broadcast(std::slice::from_ref(&len), 0)?;
         let n = len.int64_value(&[0]).max(0) as usize;
         if n == 0 {
             return Ok(Vec::new());
         }
         let data = if self.rank == 0 {
-            Tensor::from_slice(bytes)
+            Tensor::from_slice(bytes).to_device(self.control)
         } else {
-            Tensor::zeros([n as i64], (Kind::Uint8, Device::Cpu))
+            Tensor::zeros([n as i64], (Kind::Uint8, self.control))
         };
         self.broadcast(std::slice::from_ref(&data), 0)?;
-        Vec::<u8>::try_from(&data).map_err(|source| Error::ToHost {
+        Vec::<u8>::try_from(&data.to_device(Device::Cpu)).map_err(|source| Error::ToHost {
             what: "broadcast bytes".into(),
             source,
         })
@@ -422,12 +434,13 @@ impl ProcessGroup {
     /// For each flag, whether it is set on any rank.
     pub fn any(&self, flags: &[bool]) -> Result<Vec<bool>> {
         let counts: Vec<i64> = flags.iter().map(|&f| f as i64).collect();
-        let t = Tensor::from_slice(&counts);
+        let t = Tensor::from_slice(&counts).to_device(self.control);
         self.all_reduce_sum(std::slice::from_ref(&t))?;
-        let summed = Vec::<i64>::try_from(&t).map_err(|source| Error::ToHost {
-            what: "flags".into(),
-            source,
-        })?;
+        let summed =
+            Vec::<i64>::try_from(&t.to_device(Device::Cpu)).map_err(|source| Error::ToHost {
+                what: "flags".into(),
+                source,
+            })?;
         Ok(summed.into_iter().map(|c| c > 0).collect())
     }
 }

@@ -557,7 +557,8 @@ impl<'a> Trainer<'a> {
             (out.loss / total).backward();
         }
         if let Some(g) = self.group {
-            let sum = tch::Tensor::from_slice(&[loss_sum]);
+            // On the gradients' device: NCCL moves only CUDA tensors.
+            let sum = tch::Tensor::from_slice(&[loss_sum]).to_device(self.device);
             let mut tensors = self.opt.grads();
             tensors.push(sum.shallow_clone());
             g.all_reduce_sum(&tensors)?;
@@ -912,4 +913,54 @@ fn error_chain(e: &Error) -> String {
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_batch_of_an_update_keeps_the_seed_of_the_update() {
+        for step in [0, 1, 77] {
+            assert_eq!(seed_for_batch(42, step, 0), seed_for_step(42, step));
+            assert_ne!(seed_for_batch(42, step, 1), seed_for_step(42, step));
+            assert_ne!(seed_for_batch(42, step, 1), seed_for_batch(42, step, 2));
+        }
+    }
+
+    #[test]
+    fn batches_per_update_must_stay_on_resume() {
+        let state = |world_size, accumulate| TrainerState {
+            step: 4,
+            epoch: 0,
+            batch_in_epoch: 8,
+            best_bleu: None,
+            best_step: 0,
+            schedule: ScheduleState::new(1e-3),
+            tokens: 0,
+            train_seconds: 0.0,
+            final_best: None,
+            world_size,
+            accumulate,
+        };
+        assert!(check_batches_per_update(&state(2, 2), 4, 1).is_ok());
+        assert!(check_batches_per_update(&state(2, 2), 1, 4).is_ok());
+        let e = check_batches_per_update(&state(2, 2), 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("on 2 process(es) with --set train.accumulate=2"),
+            "{e}"
+        );
+        let e = check_batches_per_update(&state(2, 2), 3, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a number of processes that divides 4"), "{e}");
+        // A state saved before data parallelism existed reads as one process.
+        let old = r#"{"step":1,"epoch":0,"batch_in_epoch":1,"best_bleu":null,"best_step":0,
+            "lr":0.001,"schedule_best_bleu":null,"bad_validations":0,"lr_bad_validations":0,
+            "stopped_early":false,"tokens":5,"train_seconds":1.0}"#;
+        let s: TrainerState = serde_json::from_str(old).unwrap();
+        assert_eq!((s.world_size, s.accumulate), (1, 1));
+    }
 }

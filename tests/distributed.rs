@@ -150,9 +150,13 @@ fn two_gloo_ranks_train_as_one_process_accumulating_their_batches() {
 fn a_resume_keeps_the_batches_per_update_whatever_the_world_size() {
     let dir = tempfile::tempdir().unwrap();
     let (split, whole) = (dir.path().join("split"), dir.path().join("whole"));
+    let accumulate = ["--set", "train.accumulate=2"];
     all_ok(&run_ranks(dir.path(), &split, 2, &["--max-steps", "4"]));
-    // One process cannot resume two ranks' run with one batch per update...
-    let o = train(dir.path(), &split, &["--max-steps", "8"]);
+    // Two ranks resume two ranks' run (rank 1 gets the state from rank 0)...
+    all_ok(&run_ranks(dir.path(), &split, 2, &["--max-steps", "8"]));
+    assert_eq!(trainer_state(&split)["step"], 8);
+    // ...one process cannot, with one batch per update...
+    let o = train(dir.path(), &split, &["--max-steps", "12"]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -161,26 +165,44 @@ fn a_resume_keeps_the_batches_per_update_whatever_the_world_size() {
             && err.contains("on 1 process(es) with --set train.accumulate=2"),
         "{err}"
     );
-    // ...but with two accumulated batches it is the same run: 4 + 4 updates equal 8.
+    // ...but with two accumulated batches it is the same run: 4 + 4 + 4 updates equal 12.
     train_ok(
         dir.path(),
         &split,
-        &["--max-steps", "8", "--set", "train.accumulate=2"],
+        &[&["--max-steps", "12"][..], &accumulate].concat(),
     );
     train_ok(
         dir.path(),
         &whole,
-        &["--max-steps", "8", "--set", "train.accumulate=2"],
+        &[&["--max-steps", "12"][..], &accumulate].concat(),
     );
-    assert_eq!(trainer_state(&split)["step"], 8);
-    let d = max_diff(
-        &last(&split, "weights.safetensors"),
-        &last(&whole, "weights.safetensors"),
+    assert_eq!(trainer_state(&split)["step"], 12);
+    for file in ["weights.safetensors", "optimizer.safetensors"] {
+        let d = max_diff(&last(&split, file), &last(&whole, file));
+        assert!(
+            d < 1e-5,
+            "{file}: 2 ranks x (4 + 4) + 1 process x 4 vs 12 updates: {d}"
+        );
+    }
+}
+
+#[test]
+fn the_time_budget_of_any_rank_stops_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let outputs = run_ranks(
+        dir.path(),
+        &model,
+        2,
+        &["--max-steps", "1000000", "--max-time", "3s"],
     );
+    all_ok(&outputs);
     assert!(
-        d < 1e-5,
-        "2 ranks x 4 updates + 1 process x 4 vs 8 updates: {d}"
+        stderr(&outputs[0]).contains("stopped: reached --max-time"),
+        "{}",
+        stderr(&outputs[0])
     );
+    assert!(trainer_state(&model)["step"].as_u64().unwrap() > 0);
 }
 
 /// Starts two ranks training without a budget and waits until rank 0 has logged update 3.
@@ -295,7 +317,7 @@ fn a_hung_rank_is_a_timeout_not_a_hang() {
     assert!(!status.success());
     let line = error_line(rx);
     assert!(
-        line.contains("distributed training:") && line.contains("within 3s, --dist-timeout"),
+        line.contains("distributed training:") && line.contains("within 5s, --dist-timeout"),
         "{line}"
     );
     assert!(

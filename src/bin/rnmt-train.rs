@@ -180,7 +180,7 @@ fn run(a: Args) -> Result<()> {
             let backend = Backend::parse(&a.dist_backend, device)?;
             let timeout =
                 rnmt::config::parse_duration(&a.dist_timeout).context("--dist-timeout")?;
-            Some(ProcessGroup::new(l, backend, timeout)?)
+            Some(ProcessGroup::new(l, backend, device, timeout)?)
         }
         None => None,
     };
