@@ -302,7 +302,7 @@ fn a_killed_rank_stops_the_other_with_an_error() {
 fn a_hung_rank_is_a_timeout_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    let (mut rank0, mut rank1, rx) = start_long_run(dir.path(), &model, &["--dist-timeout", "3s"]);
+    let (mut rank0, mut rank1, rx) = start_long_run(dir.path(), &model, &["--dist-timeout", "5s"]);
     // Stopped, not dead: its connections stay open, only the timeout can end the wait.
     let pid = rank1.id().to_string();
     assert!(Command::new("kill")
