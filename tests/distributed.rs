@@ -321,7 +321,7 @@ fn a_hung_rank_is_a_timeout_not_a_hang() {
         "{line}"
     );
     assert!(
-        took >= Duration::from_secs(2),
+        took >= Duration::from_secs(4),
         "stopped before the timeout: {took:?}"
     );
 }
