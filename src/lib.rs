@@ -38,6 +38,7 @@ pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod panic;
+pub mod precision;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;

@@ -21,6 +21,7 @@ use crate::config::DecodeConfig;
 use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::corpus::normalize;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::search::{self, Hypothesis};
 
 /// A loaded model ready to translate.
@@ -30,6 +31,8 @@ pub struct Translator {
     /// Search settings, and the input bounds `max_input_tokens` / `max_line_bytes`.
     pub decode: DecodeConfig,
     pub device: Device,
+    /// Autocast for decoding (`--precision`); check it with [`Precision::check`] first.
+    pub precision: Precision,
 }
 
 /// A translated line.
@@ -52,6 +55,7 @@ impl Translator {
             loaded,
             decode,
             device,
+            precision: Precision::Fp32,
         })
     }
 
@@ -93,7 +97,9 @@ impl Translator {
             sources.push(ids);
             rows.push(i);
         }
-        let hyps = search::decode(&self.loaded.model, &sources, &self.decode, self.device)?;
+        let hyps = self.precision.run(self.device, || {
+            search::decode(&self.loaded.model, &sources, &self.decode, self.device)
+        })??;
         for (i, hs) in rows.into_iter().zip(hyps) {
             out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
             out[i].hypotheses = hs

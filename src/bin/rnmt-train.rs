@@ -11,6 +11,7 @@ use rnmt::config::{resume_config, Change, Config, Stated};
 use rnmt::corpus::{CorpusSource, DelimitedFormat};
 use rnmt::data::{prepare, DataSpec};
 use rnmt::device::{describe, parse_device, set_threads};
+use rnmt::precision::Precision;
 use rnmt::train::{human_duration, Trainer};
 
 /// Train an attentional encoder-decoder (bidirectional LSTM encoder, GRU decoder).
@@ -76,6 +77,9 @@ struct Args {
     /// libtorch threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// fp32, or bf16 (autocast for the forward passes, float32 weights and Adam; CUDA only).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Only errors on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -147,6 +151,7 @@ fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     set_threads(a.threads);
     let device = parse_device(&a.device)?;
+    a.precision.check(device)?;
     std::fs::create_dir_all(&a.model_dir)
         .with_context(|| format!("creating {}", a.model_dir.display()))?;
     let _lock = checkpoint::lock_model_dir(&a.model_dir)?;
@@ -201,10 +206,12 @@ fn run(a: Args) -> Result<()> {
     let mut trainer = Trainer::new(config, &a.model_dir, device, &data, &STOP)?;
     trainer.apply_changes(changes.as_deref().unwrap_or_default());
     trainer.set_verbose(!a.quiet);
+    trainer.set_precision(a.precision)?;
     say(&format!(
-        "model: {} parameters on {}; {} training pairs; {}",
+        "model: {} parameters on {} ({}); {} training pairs; {}",
         trainer.parameter_count(),
         describe(device),
+        a.precision,
         data.train.len(),
         if resuming {
             format!("resuming at step {}", trainer.state().step)
