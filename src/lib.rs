@@ -41,6 +41,7 @@ pub mod panic;
 pub mod precision;
 pub mod schedule;
 pub mod search;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;

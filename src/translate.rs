@@ -142,6 +142,30 @@ enum Item {
     Failed(usize, std::io::Error),
 }
 
+/// Dynamic batching: waits for one item, then takes the items already queued while their
+/// total `weight` is under `max` (the last one taken may pass it). `None` once the channel is
+/// closed and empty. The batching of [`stream`] (one line each) and of `rnmt-serve`'s worker
+/// (a request's sentences each).
+pub fn next_batch<T>(
+    rx: &mpsc::Receiver<T>,
+    max: usize,
+    weight: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = rx.recv().ok()?;
+    let mut total = weight(&first);
+    let mut items = vec![first];
+    while total < max {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += weight(&item);
+                items.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(items)
+}
+
 /// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
 /// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
 /// unless `lossy_utf8`; the lines before it are translated and written first.
@@ -181,14 +205,7 @@ pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
     let mut stats = StreamStats::default();
     let out_err = |e: std::io::Error| Error::io(Path::new("<output>"), e);
     let mut pending_error = None;
-    while let Ok(first) = rx.recv() {
-        let mut items = vec![first];
-        while items.len() < batch_size {
-            match rx.try_recv() {
-                Ok(item) => items.push(item),
-                Err(_) => break,
-            }
-        }
+    while let Some(items) = next_batch(&rx, batch_size, |_| 1) {
         let mut lines: Vec<(usize, String)> = Vec::with_capacity(items.len());
         for item in items {
             match item {
