@@ -90,6 +90,7 @@ pub fn bin(name: &str) -> Command {
     let built = match name {
         "rnmt-train" => env!("CARGO_BIN_EXE_rnmt-train"),
         "rnmt-translate" => env!("CARGO_BIN_EXE_rnmt-translate"),
+        "rnmt-serve" => env!("CARGO_BIN_EXE_rnmt-serve"),
         _ => panic!("unknown binary {name}"),
     };
     let path = match std::env::var_os("RNMT_TEST_BIN_DIR") {
