@@ -200,7 +200,7 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     );
     let addr = server.addr;
     let big = format!(r#"[{{"src": "{}"}}]"#, "a".repeat(3000));
-    let many = format!("[{}]", vec![r#"{"src": "a"}"#; 5].join(","));
+    let many = format!("[{}]", [r#"{"src": "a"}"#; 5].join(","));
     let long = format!(r#"[{{"src": "{}"}}]"#, "a".repeat(1990 - 12));
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         (
