@@ -1,6 +1,5 @@
 //! Link settings for the libtorch that torch-sys linked against (torch-sys reports its
-//! directory to crates that depend on it directly as `DEP_TCH_LIBTORCH_LIB`), and the C++
-//! shim over libtorch's c10d engine (`csrc/`, bound by `src/distributed.rs`):
+//! directory to crates that depend on it directly as `DEP_TCH_LIBTORCH_LIB`):
 //!
 //! * an rpath to it, so that the binaries and test executables start without
 //!   `LD_LIBRARY_PATH`;
@@ -8,21 +7,27 @@
 //!   referenced. rustc links with `--as-needed`, and rnmt calls no CUDA symbol directly, so the
 //!   linker would drop the library; libtorch then never loads its CUDA backend and sees no GPU
 //!   (`cuda:0 requested but libtorch sees 0 CUDA device(s)`). A test (`tests/link.rs`) checks
-//!   the built binaries' `NEEDED` entries.
-//! * `csrc/distributed.cpp`, compiled with the `cc` crate exactly as torch-sys 0.26 compiles
-//!   its `torch_api.cpp` (`-std=c++17`, `-D_GLIBCXX_USE_CXX11_ABI` from `LIBTORCH_CXX11_ABI`,
-//!   default 1, `-DGLOG_USE_GLOG_EXPORT`, libtorch's two include directories). Its Gloo part
-//!   needs Gloo's headers, which the libtorch wheel lacks: they come from Debian's
-//!   `libgloo-dev` (`/usr/include/gloo`, or `RNMT_GLOO_INCLUDE=DIR`); without them the shim is
-//!   built without Gloo and distributed training says so. The NCCL part
-//!   (`csrc/distributed_nccl.cpp`) is compiled only when libtorch has `libtorch_cuda.so` and a
-//!   CUDA toolkit's headers are found (`CUDA_HOME`, default `/usr/local/cuda`), because
-//!   `ProcessGroupNCCL.hpp` needs CUDA runtime and CCCL headers that the wheel lacks.
+//!   the built binaries' `NEEDED` entries;
+//! * `csrc/*.cpp`, the few libtorch calls that tch does not wrap (autocast's dtype; the c10d
+//!   engine of data-parallel training, bound by `src/distributed.rs`), compiled against the
+//!   same libtorch headers with the same flags as torch-sys's own C++ (C++17 and its
+//!   `_GLIBCXX_USE_CXX11_ABI`, `LIBTORCH_CXX11_ABI`, default 1, `-DGLOG_USE_GLOG_EXPORT`).
+//!
+//! The c10d shim's Gloo part needs Gloo's headers, which the libtorch wheel lacks: they come
+//! from Debian's `libgloo-dev` (`/usr/include/gloo`, or `RNMT_GLOO_INCLUDE=DIR`;
+//! `scripts/setup.sh` installs the package, and `csrc/distributed.cpp` says why these headers
+//! fit); without them the shim is built without Gloo and distributed training says so. The
+//! NCCL part (`csrc/distributed_nccl.cpp`) is compiled only when libtorch has
+//! `libtorch_cuda.so` and a CUDA toolkit's headers are found (`CUDA_HOME`, default
+//! `/usr/local/cuda`), because `ProcessGroupNCCL.hpp` needs CUDA runtime and CCCL headers that
+//! the wheel lacks.
 use std::path::{Path, PathBuf};
+
+/// The C++ shim files compiled in every build, into one static library.
+const SHIM: &[&str] = &["csrc/autocast.cpp", "csrc/distributed.cpp"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo::rustc-check-cfg=cfg(rnmt_dist_shim)");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         // Resolve the `.libtorch` symlink so the rpath survives the checkout moving or going.
         let dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
@@ -36,37 +41,39 @@ fn main() {
         }
         // Where tests/link.rs looks for libtorch_cuda.so.
         println!("cargo:rustc-env=RNMT_LIBTORCH_LIB={}", dir.display());
-        shim(&dir);
+        build_shim(&dir);
     } else {
         println!("cargo:rustc-env=RNMT_LIBTORCH_LIB=");
+        panic!("DEP_TCH_LIBTORCH_LIB is not set: torch-sys did not report its libtorch");
     }
 }
 
-/// Compiles `csrc/` against the libtorch whose `lib/` is `lib`.
-fn shim(lib: &Path) {
-    for f in [
-        "csrc/distributed.cpp",
-        "csrc/distributed.h",
-        "csrc/distributed_nccl.cpp",
-    ] {
-        println!("cargo:rerun-if-changed={f}");
-    }
+/// Compiles [`SHIM`] (and the NCCL part when it can) against the libtorch whose `lib/`
+/// directory is `lib`.
+fn build_shim(lib: &Path) {
     for v in ["LIBTORCH_CXX11_ABI", "RNMT_GLOO_INCLUDE", "CUDA_HOME"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
-    let Some(torch) = lib.parent() else { return };
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    let root = lib.parent().expect("libtorch lib dir has a parent");
+    let include = root.join("include");
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .pic(true)
         .warnings(false)
-        .include(torch.join("include"))
-        .include(torch.join("include/torch/csrc/api/include"))
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/distributed.cpp");
+        .flag("-DGLOG_USE_GLOG_EXPORT");
+    for file in SHIM {
+        println!("cargo:rerun-if-changed={file}");
+        build.file(file);
+    }
+    for file in ["csrc/distributed.h", "csrc/distributed_nccl.cpp"] {
+        println!("cargo:rerun-if-changed={file}");
+    }
 
     let gloo = std::env::var_os("RNMT_GLOO_INCLUDE")
         .map(PathBuf::from)
@@ -89,15 +96,10 @@ fn shim(lib: &Path) {
         );
     }
 
-    let cuda_home = std::env::var_os("CUDA_HOME")
+    let cuda_include = std::env::var_os("CUDA_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
-    let cuda_include = cuda_home.join("include");
-    // The wheel's NCCL (site-packages/torch/lib -> site-packages/nvidia/nccl/include).
-    let nccl = torch
-        .parent()
-        .map(|sp| sp.join("nvidia/nccl/include"))
-        .filter(|d| d.join("nccl.h").exists());
+        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda"))
+        .join("include");
     let toolkit =
         cuda_include.join("cuda_runtime.h").exists() && cuda_include.join("nv/target").exists();
     if lib.join("libtorch_cuda.so").exists() && toolkit {
@@ -107,10 +109,11 @@ fn shim(lib: &Path) {
             .define("RNMT_WITH_NCCL", None)
             .include(&cuda_include)
             .file("csrc/distributed_nccl.cpp");
-        if let Some(nccl) = nccl {
+        // The wheel's NCCL (site-packages/torch/lib -> site-packages/nvidia/nccl/include).
+        let nccl = root.parent().map(|sp| sp.join("nvidia/nccl/include"));
+        if let Some(nccl) = nccl.filter(|d| d.join("nccl.h").exists()) {
             build.include(nccl);
         }
     }
-    build.compile("rnmt_dist");
-    println!("cargo:rustc-cfg=rnmt_dist_shim");
+    build.compile("rnmt_shim");
 }

@@ -7,6 +7,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+# The web page test of rnmt-serve (tests/serve.rs) drives headless Chromium: Debian's package.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "== installing Debian's chromium for the browser test (once per machine)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+    else
+        echo "test: tests/serve.rs needs Chromium; install it (Debian: apt-get install chromium)" >&2
+    fi
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -32,7 +32,6 @@ struct RawGroup {
     _private: [u8; 0],
 }
 
-#[cfg(rnmt_dist_shim)]
 extern "C" {
     fn rnmt_dist_has_gloo() -> c_int;
     fn rnmt_dist_has_nccl() -> c_int;
@@ -62,55 +61,6 @@ extern "C" {
     ) -> *mut c_char;
     fn rnmt_dist_barrier(pg: *mut RawGroup) -> *mut c_char;
 }
-
-// Without libtorch at build time (torch-sys's doc-only builds) there is no shim: every entry
-// point reports that.
-#[cfg(not(rnmt_dist_shim))]
-mod no_shim {
-    use super::*;
-    const MSG: &CStr = c"this rnmt was built without its c10d shim";
-    pub unsafe fn rnmt_dist_has_gloo() -> c_int {
-        0
-    }
-    pub unsafe fn rnmt_dist_has_nccl() -> c_int {
-        0
-    }
-    pub unsafe fn rnmt_dist_new(
-        _: *const c_char,
-        _: *const c_char,
-        _: c_int,
-        _: c_int,
-        _: c_int,
-        _: c_int,
-        _: i64,
-        _: *mut *mut RawGroup,
-    ) -> *mut c_char {
-        MSG.as_ptr() as *mut c_char
-    }
-    pub unsafe fn rnmt_dist_free(_: *mut RawGroup) {}
-    pub unsafe fn rnmt_dist_free_error(_: *mut c_char) {}
-    pub unsafe fn rnmt_dist_all_reduce_sum(
-        _: *mut RawGroup,
-        _: *const *const C_tensor,
-        _: usize,
-        _: i64,
-    ) -> *mut c_char {
-        MSG.as_ptr() as *mut c_char
-    }
-    pub unsafe fn rnmt_dist_broadcast(
-        _: *mut RawGroup,
-        _: *const *const C_tensor,
-        _: usize,
-        _: c_int,
-    ) -> *mut c_char {
-        MSG.as_ptr() as *mut c_char
-    }
-    pub unsafe fn rnmt_dist_barrier(_: *mut RawGroup) -> *mut c_char {
-        MSG.as_ptr() as *mut c_char
-    }
-}
-#[cfg(not(rnmt_dist_shim))]
-use no_shim::*;
 
 /// Whether this build has the Gloo process group (CPU tensors).
 pub fn has_gloo() -> bool {

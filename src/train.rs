@@ -41,6 +41,7 @@ use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
 use crate::optim::{Adam, AdamConfig};
+use crate::precision::Precision;
 use crate::schedule::{Schedule, ScheduleState};
 use crate::validation::{validate, Validation};
 
@@ -132,6 +133,8 @@ pub struct Trainer<'a> {
     /// Whether every parameter has a gradient tensor (a data-parallel all-reduce needs the
     /// same list on every rank).
     grads_ready: bool,
+    /// Autocast for the forward passes (training and validation).
+    precision: Precision,
 }
 
 impl<'a> Trainer<'a> {
@@ -282,6 +285,7 @@ impl<'a> Trainer<'a> {
             verbose: true,
             group: None,
             grads_ready: false,
+            precision: Precision::Fp32,
         })
     }
 
@@ -291,6 +295,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// The progress so far (at step 0 for a fresh model).
+    /// Runs the forward passes of training and validation with `precision`; an error when
+    /// the device cannot ([`Precision::check`]).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check(self.device)?;
+        self.precision = precision;
+        Ok(())
+    }
+
     pub fn state(&self) -> &TrainerState {
         &self.state
     }
@@ -501,9 +513,10 @@ impl<'a> Trainer<'a> {
         self.opt.config.lr = self.schedule.lr_at(&self.state.schedule, self.state.step);
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.data.train[i]).collect();
         let batch = Batch::new(&examples, self.device);
-        let out = self
-            .model
-            .loss(&batch, true, t.teacher_forcing, t.label_smoothing);
+        let out = self.precision.run(self.device, || {
+            self.model
+                .loss(&batch, true, t.teacher_forcing, t.label_smoothing)
+        })?;
         let tokens = out.tokens.max(1);
         let loss = out.loss / tokens as f64;
         let value = loss.double_value(&[]);
@@ -550,9 +563,10 @@ impl<'a> Trainer<'a> {
             tch::manual_seed(seed_for_batch(t.seed, self.state.step, p));
             let examples: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
             let batch = Batch::new(&examples, self.device);
-            let out = self
-                .model
-                .loss(&batch, true, t.teacher_forcing, t.label_smoothing);
+            let out = self.precision.run(self.device, || {
+                self.model
+                    .loss(&batch, true, t.teacher_forcing, t.label_smoothing)
+            })?;
             loss_sum += out.loss.double_value(&[]);
             (out.loss / total).backward();
         }
@@ -635,14 +649,16 @@ impl<'a> Trainer<'a> {
 
     /// Validation loss, perplexity and greedy BLEU on the validation set.
     pub fn validate(&self) -> Result<Validation> {
-        validate(
-            &self.model,
-            self.data,
-            &self.config,
-            self.device,
-            self.state.step,
-            self.stop,
-        )
+        self.precision.run(self.device, || {
+            validate(
+                &self.model,
+                self.data,
+                &self.config,
+                self.device,
+                self.state.step,
+                self.stop,
+            )
+        })?
     }
 
     /// [`Error::NonFinite`] when a parameter is NaN or infinite (a finite but exploding loss

@@ -21,6 +21,7 @@ use crate::config::DecodeConfig;
 use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::corpus::normalize;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::search::{self, Hypothesis};
 
 /// A loaded model ready to translate.
@@ -30,6 +31,8 @@ pub struct Translator {
     /// Search settings, and the input bounds `max_input_tokens` / `max_line_bytes`.
     pub decode: DecodeConfig,
     pub device: Device,
+    /// Autocast for decoding (`--precision`); check it with [`Precision::check`] first.
+    pub precision: Precision,
 }
 
 /// A translated line.
@@ -52,6 +55,7 @@ impl Translator {
             loaded,
             decode,
             device,
+            precision: Precision::Fp32,
         })
     }
 
@@ -93,7 +97,9 @@ impl Translator {
             sources.push(ids);
             rows.push(i);
         }
-        let hyps = search::decode(&self.loaded.model, &sources, &self.decode, self.device)?;
+        let hyps = self.precision.run(self.device, || {
+            search::decode(&self.loaded.model, &sources, &self.decode, self.device)
+        })??;
         for (i, hs) in rows.into_iter().zip(hyps) {
             out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
             out[i].hypotheses = hs
@@ -136,6 +142,30 @@ enum Item {
     Failed(usize, std::io::Error),
 }
 
+/// Dynamic batching: waits for one item, then takes the items already queued while their
+/// total `weight` is under `max` (the last one taken may pass it). `None` once the channel is
+/// closed and empty. The batching of [`stream`] (one line each) and of `rnmt-serve`'s worker
+/// (a request's sentences each).
+pub fn next_batch<T>(
+    rx: &mpsc::Receiver<T>,
+    max: usize,
+    weight: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = rx.recv().ok()?;
+    let mut total = weight(&first);
+    let mut items = vec![first];
+    while total < max {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += weight(&item);
+                items.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(items)
+}
+
 /// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
 /// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
 /// unless `lossy_utf8`; the lines before it are translated and written first.
@@ -175,14 +205,7 @@ pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
     let mut stats = StreamStats::default();
     let out_err = |e: std::io::Error| Error::io(Path::new("<output>"), e);
     let mut pending_error = None;
-    while let Ok(first) = rx.recv() {
-        let mut items = vec![first];
-        while items.len() < batch_size {
-            match rx.try_recv() {
-                Ok(item) => items.push(item),
-                Err(_) => break,
-            }
-        }
+    while let Some(items) = next_batch(&rx, batch_size, |_| 1) {
         let mut lines: Vec<(usize, String)> = Vec::with_capacity(items.len());
         for item in items {
             match item {

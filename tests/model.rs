@@ -1,10 +1,12 @@
 //! Model tests: shapes over a grid of configs, padding invariance of the encoder, and a tiny
 //! model overfitting a 20-pair corpus.
+mod common;
+
 use rnmt::batch::{Batch, Example};
 use rnmt::config::{AttentionType, CellType, ModelConfig};
 use rnmt::model::Seq2Seq;
 use rnmt::optim::{Adam, AdamConfig};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Kind, Tensor};
 
 fn tiny_config(enc: CellType, dec: CellType, att: AttentionType, feed: bool) -> ModelConfig {
     let mut c = ModelConfig {
@@ -48,7 +50,7 @@ fn shapes_over_a_grid_of_configs() {
     one_thread();
     let examples = random_examples(5, 1);
     let refs: Vec<&Example> = examples.iter().collect();
-    let batch = Batch::new(&refs, Device::Cpu);
+    let batch = Batch::new(&refs, common::device());
     let (b, s) = (batch.src.size()[0], batch.src.size()[1]);
     for enc in [CellType::Lstm, CellType::Gru] {
         for dec in [CellType::Gru, CellType::Lstm] {
@@ -62,7 +64,7 @@ fn shapes_over_a_grid_of_configs() {
                         let mut cfg = tiny_config(enc, dec, att, feed);
                         cfg.encoder.layers = layers;
                         cfg.decoder.layers = layers;
-                        let vs = VarStore::new(Device::Cpu);
+                        let vs = VarStore::new(common::device());
                         let m = Seq2Seq::new(&vs.root(), &cfg);
                         let what = format!("{enc:?}/{dec:?}/{att:?}/feed {feed}/layers {layers}");
                         let numel: usize = vs.variables().values().map(|t| t.numel()).sum();
@@ -77,7 +79,7 @@ fn shapes_over_a_grid_of_configs() {
                             state.cell.len(),
                             if dec == CellType::Lstm { layers } else { 0 }
                         );
-                        let prev = Tensor::full([b], 2, (Kind::Int64, Device::Cpu));
+                        let prev = Tensor::full([b], 2, (Kind::Int64, common::device()));
                         let (lp, next) = m.step(&prev, &state, &out);
                         assert_eq!(lp.size(), vec![b, 19], "{what}");
                         assert_eq!(next.att_vector.size(), vec![b, 10], "{what}");
@@ -106,7 +108,7 @@ fn tied_embeddings_share_the_matrix() {
     );
     cfg.emb_size = 10;
     cfg.validate().unwrap();
-    let vs = VarStore::new(Device::Cpu);
+    let vs = VarStore::new(common::device());
     let _m = Seq2Seq::new(&vs.root(), &cfg);
     let numel: usize = vs.variables().values().map(|t| t.numel()).sum();
     assert_eq!(cfg.parameter_count(), numel as u64);
@@ -125,14 +127,14 @@ fn padding_does_not_leak_into_the_encoder() {
     tch::manual_seed(5);
     for cell in [CellType::Lstm, CellType::Gru] {
         let cfg = tiny_config(cell, CellType::Gru, AttentionType::Bahdanau, true);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(common::device());
         let m = Seq2Seq::new(&vs.root(), &cfg);
         let examples = random_examples(9, 2);
         let refs: Vec<&Example> = examples.iter().collect();
-        let batch = Batch::new(&refs, Device::Cpu);
+        let batch = Batch::new(&refs, common::device());
         let together = m.encode(&batch.src, &batch.src_lens, false);
         for (i, e) in examples.iter().enumerate() {
-            let alone_batch = Batch::new(&[e], Device::Cpu);
+            let alone_batch = Batch::new(&[e], common::device());
             let alone = m.encode(&alone_batch.src, &alone_batch.src_lens, false);
             let len = alone_batch.src_lens[0];
             let a = alone.states.get(0);
@@ -169,7 +171,7 @@ fn tiny_model_overfits_twenty_pairs() {
     cfg.emb_dropout = 0.0;
     cfg.encoder.dropout = 0.0;
     cfg.decoder.dropout = 0.0;
-    let vs = VarStore::new(Device::Cpu);
+    let vs = VarStore::new(common::device());
     let m = Seq2Seq::new(&vs.root(), &cfg);
     let mut opt = Adam::new(
         &vs,
@@ -180,7 +182,7 @@ fn tiny_model_overfits_twenty_pairs() {
     );
     let examples = random_examples(20, 3);
     let refs: Vec<&Example> = examples.iter().collect();
-    let batch = Batch::new(&refs, Device::Cpu);
+    let batch = Batch::new(&refs, common::device());
     let mut first = None;
     let mut last = f64::MAX;
     for _ in 0..300 {
@@ -203,11 +205,11 @@ fn scheduled_sampling_shares_the_step_function() {
     one_thread();
     tch::manual_seed(9);
     let cfg = tiny_config(CellType::Lstm, CellType::Gru, AttentionType::Bahdanau, true);
-    let vs = VarStore::new(Device::Cpu);
+    let vs = VarStore::new(common::device());
     let m = Seq2Seq::new(&vs.root(), &cfg);
     let examples = random_examples(12, 4);
     let refs: Vec<&Example> = examples.iter().collect();
-    let batch = Batch::new(&refs, Device::Cpu);
+    let batch = Batch::new(&refs, common::device());
     let gold = m.loss(&batch, false, 1.0, 0.0).loss.double_value(&[]);
     // A ratio just below 1 takes the per-step path but (with probability 1 - 1e-7 per
     // token) still feeds the gold tokens.
@@ -234,7 +236,7 @@ fn fused_decoder_equals_the_step_function() {
     one_thread();
     let examples = random_examples(12, 5);
     let refs: Vec<&Example> = examples.iter().collect();
-    let batch = Batch::new(&refs, Device::Cpu);
+    let batch = Batch::new(&refs, common::device());
     for dec in [CellType::Gru, CellType::Lstm] {
         for att in [
             AttentionType::None,
@@ -244,7 +246,7 @@ fn fused_decoder_equals_the_step_function() {
             tch::manual_seed(21);
             let mut cfg = tiny_config(CellType::Lstm, dec, att, false);
             cfg.decoder.layers = 3;
-            let vs = VarStore::new(Device::Cpu);
+            let vs = VarStore::new(common::device());
             let m = Seq2Seq::new(&vs.root(), &cfg);
             let fused = m.loss(&batch, false, 1.0, 0.1).loss.double_value(&[]);
             // Below 1 the per-step path runs (feeding gold tokens with probability 1 - 1e-7).
@@ -265,4 +267,99 @@ fn fused_decoder_equals_the_step_function() {
             }
         }
     }
+}
+
+/// On CUDA with cuDNN the encoder's and the fused decoder's RNN weights are views of one flat
+/// cuDNN buffer each (no per-call copy, no libtorch warning), and they stay so through
+/// optimizer updates and a checkpoint load, with the parameter names of a CPU-built model.
+/// On the CPU nothing is flattened. (`RNMT_TEST_DEVICE=cuda` runs the CUDA half.)
+#[test]
+fn rnn_weights_are_flat_on_cuda_and_keep_their_names() {
+    one_thread();
+    let device = common::device();
+    let cudnn = device.is_cuda() && tch::Cuda::cudnn_is_available();
+    let examples = random_examples(8, 6);
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = Batch::new(&refs, device);
+    let dir = tempfile::tempdir().unwrap();
+    for feed in [false, true] {
+        for (enc, dec) in [
+            (CellType::Lstm, CellType::Gru),
+            (CellType::Gru, CellType::Lstm),
+        ] {
+            tch::manual_seed(4);
+            let cfg = tiny_config(enc, dec, AttentionType::Luong, feed);
+            let mut vs = VarStore::new(device);
+            let m = Seq2Seq::new(&vs.root(), &cfg);
+            let expected = (cudnn, cudnn && !feed);
+            assert_eq!(
+                m.rnn_weights_are_flat(),
+                expected,
+                "{enc:?}/{dec:?} feed {feed}"
+            );
+            let mut opt = Adam::new(&vs, AdamConfig::default());
+            for _ in 0..3 {
+                let out = m.loss(&batch, true, 1.0, 0.0);
+                opt.backward_step(&(out.loss / out.tokens as f64), 1.0);
+            }
+            assert_eq!(m.rnn_weights_are_flat(), expected, "after updates");
+            let file = dir.path().join("w.safetensors");
+            vs.save(&file).unwrap();
+            vs.load(&file).unwrap();
+            assert_eq!(m.rnn_weights_are_flat(), expected, "after a load");
+            let cpu = VarStore::new(tch::Device::Cpu);
+            let _ = Seq2Seq::new(&cpu.root(), &cfg);
+            let names = |vs: &VarStore| {
+                let mut n: Vec<String> = vs.variables().into_keys().collect();
+                n.sort();
+                n
+            };
+            assert_eq!(names(&vs), names(&cpu));
+        }
+    }
+}
+
+/// bf16 autocast (`--precision bf16`, CUDA autocast there; CPU autocast here, which the
+/// library supports and the binaries refuse) trains: the loss falls, and the parameters, their
+/// gradients and Adam's state stay float32.
+#[test]
+fn bf16_autocast_trains_with_float32_weights() {
+    use rnmt::precision::{with_autocast, LowPrecision};
+    one_thread();
+    tch::manual_seed(5);
+    let device = common::device();
+    let mut cfg = tiny_config(CellType::Lstm, CellType::Gru, AttentionType::Luong, false);
+    cfg.encoder.dropout = 0.0;
+    cfg.decoder.dropout = 0.0;
+    cfg.emb_dropout = 0.0;
+    let vs = VarStore::new(device);
+    let m = Seq2Seq::new(&vs.root(), &cfg);
+    let mut opt = Adam::new(
+        &vs,
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::default()
+        },
+    );
+    let examples = random_examples(10, 7);
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = Batch::new(&refs, device);
+    let mut losses = vec![];
+    for _ in 0..60 {
+        let out = with_autocast(device.is_cuda(), LowPrecision::Bf16, || {
+            m.loss(&batch, true, 1.0, 0.0)
+        })
+        .unwrap();
+        assert_eq!(out.loss.kind(), Kind::Float, "losses stay float32");
+        let loss = out.loss / out.tokens as f64;
+        losses.push(loss.double_value(&[]));
+        opt.backward_step(&loss, 1.0);
+    }
+    for (name, t) in vs.variables() {
+        assert_eq!(t.kind(), Kind::Float, "{name}");
+        assert_eq!(t.grad().kind(), Kind::Float, "{name}'s gradient");
+    }
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
 }

@@ -23,7 +23,7 @@ fn assert_one_line_error(o: &std::process::Output, needle: &str) {
 
 /// A copy of the model whose output bias is `value` everywhere.
 fn broken_model(name: &str, value: f64) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("broken-{name}"));
+    let dir = common::tmp_root().join(format!("broken-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(model(), &dir);
     let path = dir.join("model.safetensors");

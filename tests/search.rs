@@ -1,12 +1,14 @@
 //! Search invariants on a tiny model trained inside the test:
 //! beam 1 == greedy; results independent of batch composition and size; reported scores equal
 //! the model's log-probability of the output; length bounds hold.
+mod common;
+
 use rnmt::batch::{Batch, Example};
 use rnmt::config::{DecodeConfig, ModelConfig};
 use rnmt::model::Seq2Seq;
 use rnmt::optim::{Adam, AdamConfig};
 use rnmt::search::{self, Hypothesis};
-use tch::{nn::VarStore, Device};
+use tch::nn::VarStore;
 
 struct Fixture {
     model: Seq2Seq,
@@ -52,7 +54,7 @@ fn fixture_with(edit: impl Fn(&mut ModelConfig)) -> Fixture {
         cfg.encoder.hidden = 16;
         cfg.decoder.hidden = 32;
         edit(&mut cfg);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(common::device());
         let model = Seq2Seq::new(&vs.root(), &cfg);
         let mut opt = Adam::new(
             &vs,
@@ -63,7 +65,7 @@ fn fixture_with(edit: impl Fn(&mut ModelConfig)) -> Fixture {
         );
         let train = examples(64, 1);
         let refs: Vec<&Example> = train.iter().collect();
-        let batch = Batch::new(&refs, Device::Cpu);
+        let batch = Batch::new(&refs, common::device());
         for _ in 0..60 {
             let out = model.loss(&batch, true, 1.0, 0.0);
             let loss = out.loss / out.tokens as f64;
@@ -94,10 +96,11 @@ fn best(h: &[Vec<Hypothesis>]) -> Vec<Hypothesis> {
 fn beam_of_one_is_greedy() {
     let f = &fixture();
     let greedy =
-        tch::no_grad(|| search::greedy_search(&f.model, &f.sources, &decode(1), Device::Cpu))
+        tch::no_grad(|| search::greedy_search(&f.model, &f.sources, &decode(1), common::device()))
             .unwrap();
-    let beam1 = tch::no_grad(|| search::beam_search(&f.model, &f.sources, &decode(1), Device::Cpu))
-        .unwrap();
+    let beam1 =
+        tch::no_grad(|| search::beam_search(&f.model, &f.sources, &decode(1), common::device()))
+            .unwrap();
     let beam1 = best(&beam1);
     for (i, (g, b)) in greedy.iter().zip(&beam1).enumerate() {
         assert_eq!(g.tokens, b.tokens, "sentence {i}");
@@ -113,11 +116,11 @@ fn results_do_not_depend_on_the_batch() {
     let f = &fixture();
     for beam in [1, 4] {
         let cfg = decode(beam);
-        let together = best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap());
+        let together = best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap());
         // Alone, in batches of 5, and in reverse order.
         for (i, s) in f.sources.iter().enumerate() {
             let alone = best(
-                &search::decode(&f.model, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap(),
+                &search::decode(&f.model, std::slice::from_ref(s), &cfg, common::device()).unwrap(),
             );
             assert_eq!(
                 alone[0].tokens, together[i].tokens,
@@ -129,7 +132,7 @@ fn results_do_not_depend_on_the_batch() {
             );
         }
         for (c, chunk) in f.sources.chunks(5).enumerate() {
-            let part = best(&search::decode(&f.model, chunk, &cfg, Device::Cpu).unwrap());
+            let part = best(&search::decode(&f.model, chunk, &cfg, common::device()).unwrap());
             for (j, h) in part.iter().enumerate() {
                 assert_eq!(
                     h.tokens,
@@ -139,7 +142,7 @@ fn results_do_not_depend_on_the_batch() {
             }
         }
         let reversed: Vec<Vec<u32>> = f.sources.iter().rev().cloned().collect();
-        let rev = best(&search::decode(&f.model, &reversed, &cfg, Device::Cpu).unwrap());
+        let rev = best(&search::decode(&f.model, &reversed, &cfg, common::device()).unwrap());
         for (j, h) in rev.iter().enumerate() {
             assert_eq!(
                 h.tokens,
@@ -182,8 +185,8 @@ fn early_stopping_keeps_the_best_hypothesis() {
             n_best: 4,
             ..one.clone()
         };
-        let a = search::decode(&f.model, &f.sources, &one, Device::Cpu).unwrap();
-        let b = search::decode(&f.model, &f.sources, &all, Device::Cpu).unwrap();
+        let a = search::decode(&f.model, &f.sources, &one, common::device()).unwrap();
+        let b = search::decode(&f.model, &f.sources, &all, common::device()).unwrap();
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert_eq!(x.len(), 1);
             assert_eq!(x[0].tokens, y[0].tokens, "alpha {alpha}, sentence {i}");
@@ -199,7 +202,7 @@ fn scores_match_rescoring(f: &Fixture) {
             n_best: beam,
             ..DecodeConfig::default()
         };
-        let hyps = search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap();
+        let hyps = search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap();
         let mut pairs = Vec::new();
         let mut reported = Vec::new();
         for (s, hs) in f.sources.iter().zip(&hyps) {
@@ -217,7 +220,7 @@ fn scores_match_rescoring(f: &Fixture) {
         }
         let refs: Vec<&Example> = pairs.iter().collect();
         let rescored: Vec<f32> = Vec::try_from(tch::no_grad(|| {
-            f.model.score(&Batch::new(&refs, Device::Cpu))
+            f.model.score(&Batch::new(&refs, common::device()))
         }))
         .unwrap();
         for (i, (r, s)) in reported.iter().zip(&rescored).enumerate() {
@@ -238,7 +241,7 @@ fn length_bounds_hold() {
         max_len_offset: 2,
         ..DecodeConfig::default()
     };
-    for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
+    for h in best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap()) {
         // At most 2 tokens counting </s>: at most 1 word.
         assert!(h.tokens.len() <= 1, "{:?}", h.tokens);
     }
@@ -248,7 +251,7 @@ fn length_bounds_hold() {
             min_len: 12,
             ..DecodeConfig::default()
         };
-        for h in best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap()) {
+        for h in best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap()) {
             assert!(h.tokens.len() >= 12, "beam {beam}: {:?}", h.tokens);
         }
     }

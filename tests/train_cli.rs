@@ -60,6 +60,8 @@ fn writes_a_self_describing_model_directory() {
     let err = stderr(&out);
     assert!(err.contains("reached --max-steps"), "{err}");
     assert!(err.contains("validation at step 2"), "{err}");
+    // On CUDA: the RNN weights are one cuDNN buffer, so libtorch never warns about copying.
+    assert!(!err.contains("contiguous chunk"), "{err}");
     assert_eq!(trainer_state(&model)["step"], 4);
     // No temporary files are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&model)
@@ -250,14 +252,8 @@ fn ctrl_c_saves_and_exits_zero() {
     let (train_f, valid_f) = tiny_corpus(tmp.path());
     let config = tiny_config(tmp.path());
     let mut child = bin("rnmt-train")
-        .args([
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--max-steps",
-            "1000000",
-        ])
+        .args(["--device", &device_arg(), "--threads", "1"])
+        .args(["--max-steps", "1000000"])
         .arg("--train")
         .arg(&train_f)
         .arg("--valid")
@@ -360,8 +356,15 @@ fn bad_lines_and_aligned_files() {
             .arg(&config)
             .arg("--model-dir")
             .arg(tmp.path().join(model));
-        c.args(["--device", "cpu", "--threads", "1", "--max-steps", "2"])
-            .args(extra);
+        c.args([
+            "--device",
+            &device_arg(),
+            "--threads",
+            "1",
+            "--max-steps",
+            "2",
+        ])
+        .args(extra);
         c.output().unwrap()
     };
     let o = run(&[], &[&bad], "strict");
@@ -416,7 +419,7 @@ fn separate_vocabularies_end_to_end() {
     let mut child = bin("rnmt-translate")
         .arg("--model")
         .arg(&m)
-        .args(["--device", "cpu", "--beam", "2", "--max-len", "5"])
+        .args(["--device", &device_arg(), "--beam", "2", "--max-len", "5"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -462,4 +465,51 @@ fn output_bias_starts_at_the_target_unigram_distribution() {
     assert_eq!(prior[0], prior[2]);
     let zero = bias("zero", &["--set", "train.unigram_output_bias=false"]);
     assert!(zero.iter().all(|&b| b == 0.0));
+}
+
+/// `--precision bf16` trains on CUDA (float32 weights in the checkpoint, which translates) and
+/// is a one-line error on the CPU that leaves no model directory behind.
+#[test]
+fn precision_bf16_trains_on_cuda_and_is_refused_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    let out = train(
+        tmp.path(),
+        &model,
+        &["--max-steps", "3", "--precision", "bf16"],
+    );
+    let err = stderr(&out);
+    if !on_cuda() {
+        assert!(!out.status.success());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--precision bf16 needs a CUDA device"),
+            "{err}"
+        );
+        assert!(!model.exists());
+        let o = bin("rnmt-translate")
+            .arg("--model")
+            .arg(tiny_model())
+            .args(["--device", "cpu", "--precision", "bf16"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("needs a CUDA device"), "{}", stderr(&o));
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("(bf16)"), "{err}");
+    assert!(!err.contains("contiguous chunk"), "{err}");
+    for (name, t) in tensors(&model.join("model.safetensors")) {
+        assert_eq!(t.kind(), tch::Kind::Float, "{name}");
+    }
+    let o = translate_with(
+        &model,
+        &["--precision", "bf16"],
+        b"Open the file.\n",
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
 }

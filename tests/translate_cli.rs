@@ -170,7 +170,7 @@ fn files_in_and_out() {
     let o = bin("rnmt-translate")
         .arg("--model")
         .arg(model())
-        .args(["--device", "cpu", "--beam", "3", "--input"])
+        .args(["--device", &common::device_arg(), "--beam", "3", "--input"])
         .arg(&input)
         .arg("--output")
         .arg(&output)

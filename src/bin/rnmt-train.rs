@@ -18,6 +18,7 @@ use rnmt::corpus::{CorpusSource, DelimitedFormat};
 use rnmt::data::{prepare, DataSpec};
 use rnmt::device::{describe, parse_device, set_threads};
 use rnmt::distributed::{Backend, Launch, ProcessGroup};
+use rnmt::precision::Precision;
 use rnmt::train::{human_duration, Trainer};
 
 /// Train an attentional encoder-decoder (bidirectional LSTM encoder, GRU decoder).
@@ -83,6 +84,9 @@ struct Args {
     /// libtorch threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// fp32, or bf16 (autocast for the forward passes, float32 weights and Adam; CUDA only).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Data-parallel runs (under torchrun): auto (NCCL for CUDA when built with it, else
     /// Gloo), gloo or nccl.
     #[arg(long, default_value = "auto")]
@@ -175,6 +179,7 @@ fn run(a: Args) -> Result<()> {
         // One GPU per process on a machine.
         device = parse_device(&format!("cuda:{}", l.local_rank))?;
     }
+    a.precision.check(device)?;
     let group = match &launch {
         Some(l) => {
             let backend = Backend::parse(&a.dist_backend, device)?;
@@ -213,6 +218,7 @@ fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     let mut trainer = Trainer::with_group(boot.config, &scratch.0, device, &data, &STOP, Some(g))?;
     trainer.set_verbose(false);
+    trainer.set_precision(a.precision)?;
     trainer.run()?;
     Ok(())
 }
@@ -268,10 +274,12 @@ fn leader(
     let mut trainer = Trainer::with_group(config, &a.model_dir, device, &data, &STOP, group)?;
     trainer.apply_changes(changes.as_deref().unwrap_or_default());
     trainer.set_verbose(!a.quiet);
+    trainer.set_precision(a.precision)?;
     say(&format!(
-        "model: {} parameters on {}; {} training pairs; {}{}",
+        "model: {} parameters on {} ({}); {} training pairs; {}{}",
         trainer.parameter_count(),
         describe(device),
+        a.precision,
         data.train.len(),
         if resuming {
             format!("resuming at step {}", trainer.state().step)

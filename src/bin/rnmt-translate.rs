@@ -9,6 +9,7 @@ use clap::Parser;
 use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
 use rnmt::device::{describe, parse_device, set_threads};
+use rnmt::precision::Precision;
 use rnmt::translate::{stream, StreamOptions, Translator};
 
 /// Translate one sentence per line: exactly one output line per input line, in order.
@@ -47,6 +48,9 @@ struct Args {
     /// libtorch threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// fp32, or bf16 (autocast; CUDA only).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Print timing (load time, time to first translation, sentences/s) on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -74,16 +78,19 @@ fn run(a: Args) -> Result<()> {
     }
     set_threads(a.threads);
     let device = parse_device(&a.device)?;
+    a.precision.check(device)?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
         ..a.decode.clone()
     };
-    let translator = Translator::load(&a.model, device, decode)?;
+    let mut translator = Translator::load(&a.model, device, decode)?;
+    translator.precision = a.precision;
     if a.verbose {
         eprintln!(
-            "rnmt-translate: model loaded in {:.2}s on {}",
+            "rnmt-translate: model loaded in {:.2}s on {} ({})",
             start.elapsed().as_secs_f64(),
-            describe(device)
+            describe(device),
+            a.precision
         );
     }
     let opts = StreamOptions {

@@ -14,6 +14,7 @@ use tch::{nn, Tensor};
 use super::attention::Attention;
 use super::cell::RecurrentLayer;
 use super::encoder::EncoderOutput;
+use super::flat::{self, RnnShape};
 use super::linear::Linear;
 use crate::config::{AttentionType, CellType, DecoderConfig};
 
@@ -86,6 +87,9 @@ pub struct Decoder {
     emb_dim: i64,
     feed: Feed,
     feed_dim: i64,
+    /// On CUDA, the one cuDNN weight buffer the RNN weights are views of ([`flat`]), for
+    /// [`Decoder::forward_fused`].
+    flat: Option<Tensor>,
 }
 
 impl Decoder {
@@ -108,12 +112,25 @@ impl Decoder {
         };
         let d = p / "decoder";
         let rnn = &d / "rnn";
-        let layers = (0..cfg.layers)
+        let layers: Vec<RecurrentLayer> = (0..cfg.layers)
             .map(|l| {
                 let input = if l == 0 { emb_dim + feed_dim } else { hidden };
                 RecurrentLayer::new(&rnn, cfg.cell, l, input, hidden)
             })
             .collect();
+        // Only the fused call (no input feeding) reads the weights as one buffer.
+        let flat = (feed != Feed::AttVector)
+            .then(|| {
+                let shape = RnnShape {
+                    cell: cfg.cell,
+                    input: emb_dim + feed_dim,
+                    hidden,
+                    layers: cfg.layers as i64,
+                    bidirectional: false,
+                };
+                flat::flatten_for_cudnn(&rnn_params(&layers), shape)
+            })
+            .flatten();
         let attention = Attention::new(&(p / "attention"), cfg.attention, context_dim, hidden);
         let att_vector = Linear::new(&(&d / "att_vector"), hidden + context_dim, hidden, true);
         let output = match tied_output {
@@ -132,7 +149,16 @@ impl Decoder {
             emb_dim,
             feed,
             feed_dim,
+            flat,
         }
+    }
+
+    /// Whether the RNN weights are views of one cuDNN buffer (on CUDA without input feeding;
+    /// never on the CPU).
+    pub fn weights_are_flat(&self) -> bool {
+        self.flat
+            .as_ref()
+            .is_some_and(|b| flat::all_inside(&rnn_params(&self.layers), b))
     }
 
     /// Attention keys for the encoder states (once per batch).
@@ -275,11 +301,7 @@ impl Decoder {
             }
             _ => emb.shallow_clone(),
         };
-        let params: Vec<&Tensor> = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh])
-            .collect();
+        let params = rnn_params(&self.layers);
         let n = self.layers.len() as i64;
         let h0 = Tensor::stack(&state.hidden, 0); // [layers, batch, hidden]
         let dropout = if train { self.dropout } else { 0.0 };
@@ -314,4 +336,12 @@ impl Decoder {
         self.output
             .forward(&att_vector.dropout(self.dropout, train))
     }
+}
+
+/// The layers' weights in the order of libtorch's fused `gru`/`lstm` call.
+fn rnn_params(layers: &[RecurrentLayer]) -> Vec<&Tensor> {
+    layers
+        .iter()
+        .flat_map(|l| [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh])
+        .collect()
 }

@@ -23,6 +23,7 @@
 //! `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` and the same with `_reverse`.
 use tch::{nn, Device, Kind, Tensor};
 
+use super::flat::{self, RnnShape};
 use super::init;
 use crate::config::{CellType, EncoderConfig};
 
@@ -67,6 +68,8 @@ pub struct Encoder {
     /// Flat parameter list in libtorch's order: per layer, per direction,
     /// `[w_ih, w_hh, b_ih, b_hh]`.
     params: Vec<Tensor>,
+    /// On CUDA, the one cuDNN weight buffer the parameters are views of ([`flat`]).
+    flat: Option<Tensor>,
 }
 
 impl Encoder {
@@ -92,13 +95,30 @@ impl Encoder {
                 params.push(p.var_copy(&format!("bias_hh_l{layer}{suffix}"), &b_hh));
             }
         }
+        let shape = RnnShape {
+            cell: cfg.cell,
+            input,
+            hidden,
+            layers,
+            bidirectional: true,
+        };
+        let flat = flat::flatten_for_cudnn(&params.iter().collect::<Vec<_>>(), shape);
         Encoder {
             cell: cfg.cell,
             layers,
             hidden,
             dropout: cfg.dropout,
             params,
+            flat,
         }
+    }
+
+    /// Whether the RNN weights are views of one cuDNN buffer (on CUDA; never on the CPU).
+    pub fn weights_are_flat(&self) -> bool {
+        let params: Vec<&Tensor> = self.params.iter().collect();
+        self.flat
+            .as_ref()
+            .is_some_and(|b| flat::all_inside(&params, b))
     }
 
     /// Width of the encoder states, `2 * hidden`.

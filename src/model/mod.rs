@@ -6,6 +6,7 @@ pub mod cell;
 pub mod decoder;
 pub mod embedding;
 pub mod encoder;
+pub mod flat;
 pub mod init;
 pub mod linear;
 pub mod seq2seq;

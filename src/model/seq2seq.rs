@@ -80,6 +80,16 @@ impl Seq2Seq {
         self.decoder.set_output_bias(log_prior);
     }
 
+    /// Whether the encoder's and the decoder's RNN weights are views of one cuDNN buffer each
+    /// (see [`super::flat`]): `(encoder, decoder)`. Always `(false, false)` on the CPU; the
+    /// decoder's is `false` with input feeding, which never makes a fused call.
+    pub fn rnn_weights_are_flat(&self) -> (bool, bool) {
+        (
+            self.encoder.weights_are_flat(),
+            self.decoder.weights_are_flat(),
+        )
+    }
+
     /// Encodes `src [batch, src_len]` (int64, `<pad>`-padded) with true `lengths`.
     pub fn encode(&self, src: &Tensor, lengths: &[i64], train: bool) -> EncoderOutput {
         let emb = self.src_embed.forward(src).dropout(self.emb_dropout, train);

@@ -7,8 +7,39 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The checkout: `RNMT_TEST_ROOT`, else where cargo built the tests. The `RNMT_TEST_*`
+/// variables let test executables built on one machine run on another (a GPU machine
+/// without cargo, see `scripts/gpu-check.sh`).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match std::env::var_os("RNMT_TEST_ROOT") {
+        Some(r) => PathBuf::from(r),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+}
+
+/// Scratch space that outlives one test: `RNMT_TEST_TMPDIR`, else cargo's.
+pub fn tmp_root() -> PathBuf {
+    match std::env::var_os("RNMT_TEST_TMPDIR") {
+        Some(r) => PathBuf::from(r),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    }
+}
+
+/// The device the tests run on, as `--device` takes it: `RNMT_TEST_DEVICE` (`cuda`,
+/// `cuda:N`), `cpu` when unset. CI has no GPU; on a GPU machine the same tests run on CUDA.
+pub fn device_arg() -> String {
+    std::env::var("RNMT_TEST_DEVICE").unwrap_or_else(|_| "cpu".to_string())
+}
+
+/// [`device_arg`] as a libtorch device; panics (failing the test) when it is not available.
+pub fn device() -> tch::Device {
+    let name = device_arg();
+    rnmt::device::parse_device(&name).unwrap_or_else(|e| panic!("RNMT_TEST_DEVICE={name}: {e}"))
+}
+
+/// Whether the tests run on CUDA.
+pub fn on_cuda() -> bool {
+    device().is_cuda()
 }
 
 /// The first `n` lines of a bundled corpus file.
@@ -54,18 +85,25 @@ pub fn tiny_config(dir: &Path) -> PathBuf {
     p
 }
 
+/// A command for one of the built binaries (from `RNMT_TEST_BIN_DIR` when set).
 pub fn bin(name: &str) -> Command {
-    let path = match name {
+    let built = match name {
         "rnmt-train" => env!("CARGO_BIN_EXE_rnmt-train"),
         "rnmt-translate" => env!("CARGO_BIN_EXE_rnmt-translate"),
+        "rnmt-serve" => env!("CARGO_BIN_EXE_rnmt-serve"),
         _ => panic!("unknown binary {name}"),
+    };
+    let path = match std::env::var_os("RNMT_TEST_BIN_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => PathBuf::from(built),
     };
     let mut c = Command::new(path);
     c.env_remove("LD_LIBRARY_PATH");
     c
 }
 
-/// `rnmt-train --train T --valid V --model-dir M [--config C] --device cpu --threads 1`.
+/// `rnmt-train --train T --valid V --model-dir M [--config C] --device D --threads 1` (`D`:
+/// [`device_arg`]).
 pub fn train_command(
     train: &Path,
     valid: &Path,
@@ -82,11 +120,11 @@ pub fn train_command(
     if let Some(config) = config {
         c.arg("--config").arg(config);
     }
-    c.args(["--device", "cpu", "--threads", "1"]);
+    c.args(["--device", &device_arg(), "--threads", "1"]);
     c
 }
 
-/// `rnmt-train` on the tiny corpus in `dir` with the tiny config, CPU, 1 thread.
+/// `rnmt-train` on the tiny corpus in `dir` with the tiny config, 1 thread.
 pub fn train(dir: &Path, model_dir: &Path, extra: &[&str]) -> Output {
     let (train, valid) = tiny_corpus(dir);
     let config = tiny_config(dir);
@@ -110,7 +148,7 @@ pub fn tiny_model() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-{name}"));
+        let base = tmp_root().join(format!("tiny-{name}"));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let model = base.join("model");
@@ -156,13 +194,13 @@ pub fn wait_with_deadline(mut child: Child, limit: Duration, what: &str) -> Outp
     }
 }
 
-/// Starts `rnmt-translate --model M --device cpu --threads 1 ARGS` with piped stdin, stdout
-/// and stderr.
+/// Starts `rnmt-translate --model M --device D --threads 1 ARGS` ([`device_arg`]) with piped
+/// stdin, stdout and stderr.
 pub fn spawn_translate(model: &Path, args: &[&str]) -> Child {
     bin("rnmt-translate")
         .arg("--model")
         .arg(model)
-        .args(["--device", "cpu", "--threads", "1"])
+        .args(["--device", &device_arg(), "--threads", "1"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -171,7 +209,7 @@ pub fn spawn_translate(model: &Path, args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// `rnmt-translate --model M --device cpu --threads 1 ARGS` on `input`, killed (and the
+/// `rnmt-translate --model M --device D --threads 1 ARGS` on `input`, killed (and the
 /// test failed) after `limit`.
 pub fn translate_with(model: &Path, args: &[&str], input: &[u8], limit: Duration) -> Output {
     let mut child = spawn_translate(model, args);

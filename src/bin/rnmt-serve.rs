@@ -1,0 +1,144 @@
+//! rnmt-serve: a translation server with OpenNMT-py's HTTP API and a web page.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use rnmt::config::DecodeConfig;
+use rnmt::device::{parse_device, set_threads};
+use rnmt::precision::Precision;
+use rnmt::serve::api::{Limits, SearchOptions};
+use rnmt::serve::worker::{Worker, WorkerConfig};
+use rnmt::serve::{router, App};
+
+/// Serve translations over HTTP: POST /translator/translate (OpenNMT-py's request and
+/// response shapes), GET /translator/models, GET /health, and a web page at /.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Model directory written by rnmt-train (repeatable: ids 100, 101, ... in order).
+    #[arg(long, short, required = true)]
+    model: Vec<PathBuf>,
+    /// Address to listen on (loopback by default: put a reverse proxy in front to expose it).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port; the address is printed on stderr).
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    #[command(flatten)]
+    decode: DecodeConfig,
+    /// Most sentences translated together (dynamic batching across requests).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Requests waiting per model at most; more are answered 503.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Bytes of a request body at most (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Sentences per request at most (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_sentences)]
+    max_sentences: usize,
+    /// Bytes of one source sentence at most (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_input_bytes)]
+    max_input_bytes: usize,
+    /// Largest beam_size a request may ask for.
+    #[arg(long, default_value_t = Limits::default().max_beam)]
+    max_beam: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch threads (default: one per physical core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// fp32, or bf16 (autocast; CUDA only).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
+}
+
+fn run(a: Args) -> Result<()> {
+    set_threads(a.threads);
+    let device = parse_device(&a.device)?;
+    a.precision.check(device)?;
+    a.decode.validate()?;
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .with_context(|| format!("--host {} --port {}: not an address", a.host, a.port))?;
+    let mut workers = Vec::new();
+    for (i, dir) in a.model.iter().enumerate() {
+        let config = WorkerConfig {
+            id: 100 + i as u64,
+            dir: dir.clone(),
+            device,
+            precision: a.precision,
+            decode: a.decode.clone(),
+            batch_size: a.batch_size,
+            queue: a.queue,
+        };
+        workers.push(Worker::start(config).with_context(|| format!("loading {}", dir.display()))?);
+    }
+    let app = Arc::new(App {
+        workers,
+        limits: Limits {
+            max_body_bytes: a.max_body_bytes,
+            max_sentences: a.max_sentences,
+            max_input_bytes: a.max_input_bytes,
+            max_beam: a.max_beam,
+        },
+        defaults: SearchOptions {
+            beam: a.decode.beam,
+            n_best: 1,
+        },
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        for w in &app.workers {
+            eprintln!(
+                "rnmt-serve: model {} = {} on {} ({})",
+                w.info.model_id, w.info.dir, w.info.device, w.info.precision
+            );
+        }
+        eprintln!("rnmt-serve: listening on http://{local}");
+        axum::serve(listener, router(app.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")?;
+        eprintln!("rnmt-serve: stopped");
+        anyhow::Ok(())
+    })?;
+    // The last handle: the workers finish their queues and their threads end.
+    drop(app);
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: the server stops accepting, finishes the requests in
+/// flight, and exits 0.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rnmt::cli::run("rnmt-serve", || run(args))
+}

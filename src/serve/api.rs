@@ -1,0 +1,300 @@
+//! The HTTP API's request and response shapes, and the checks of a request before it reaches
+//! a model. The shapes are OpenNMT-py's translation server's (`onmt/bin/server.py`), so its
+//! clients work unchanged:
+//!
+//! ```text
+//! POST /translator/translate  [{"src": "Open the file.", "id": 100}, ...]
+//!   -> [[{"src": "Open the file.", "tgt": "Ouvrez le fichier.", "n_best": 1, "pred_score": -1.9}, ...]]
+//! ```
+//!
+//! The outer list has one list per rank of the n-best (`n_best` lists), each with one entry per
+//! input sentence in order. rnmt adds optional per-sentence fields `beam_size` and `n_best`
+//! (the same for every sentence of a request). Errors are `{"error": "..."}` with a 4xx or 5xx
+//! status.
+use serde::{Deserialize, Serialize};
+
+/// One input sentence.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceItem {
+    pub src: String,
+    /// The model (`GET /translator/models`); the first model when absent.
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub beam_size: Option<usize>,
+    #[serde(default)]
+    pub n_best: Option<usize>,
+}
+
+/// One translation in the response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetItem {
+    pub src: String,
+    pub tgt: String,
+    pub n_best: usize,
+    /// Log-probability of `tgt` (length-penalized beam score as in `rnmt-translate --scores`).
+    pub pred_score: f64,
+}
+
+/// An error response body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Per-request search settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SearchOptions {
+    pub beam: usize,
+    pub n_best: usize,
+}
+
+/// Bounds on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of a request body.
+    pub max_body_bytes: usize,
+    /// Sentences in one request.
+    pub max_sentences: usize,
+    /// Bytes of one source sentence.
+    pub max_input_bytes: usize,
+    /// Largest `beam_size` a request may ask for.
+    pub max_beam: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_sentences: 256,
+            max_input_bytes: 4096,
+            max_beam: 16,
+        }
+    }
+}
+
+/// A rejected request: the HTTP status and the message of its `{"error": ...}` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A checked request: the model, the sentences and the search settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub model: u64,
+    pub sentences: Vec<String>,
+    pub options: SearchOptions,
+}
+
+/// Checks a request body against the limits and the model ids. `defaults` are the server's
+/// search settings (`--beam`, n-best 1) and `first_model` the id used when none is given.
+pub fn check_request(
+    body: &[u8],
+    limits: &Limits,
+    models: &[u64],
+    defaults: SearchOptions,
+) -> Result<Checked, Rejection> {
+    if body.len() > limits.max_body_bytes {
+        return Err(Rejection::new(
+            413,
+            format!(
+                "request body of {} bytes, at most {} (--max-body-bytes)",
+                body.len(),
+                limits.max_body_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Rejection::new(
+            400,
+            format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let items: Vec<SourceItem> = serde_json::from_str(text).map_err(|e| {
+        Rejection::new(
+            400,
+            format!("malformed request: {e}; expected [{{\"src\": \"...\", \"id\": 100}}]"),
+        )
+    })?;
+    if items.is_empty() {
+        return Err(Rejection::new(
+            400,
+            "no sentences: send [{\"src\": \"...\", \"id\": 100}]",
+        ));
+    }
+    if items.len() > limits.max_sentences {
+        return Err(Rejection::new(
+            413,
+            format!(
+                "{} sentences in one request, at most {} (--max-sentences)",
+                items.len(),
+                limits.max_sentences
+            ),
+        ));
+    }
+    let first = &items[0];
+    let model = first.id.unwrap_or(models[0]);
+    if !models.contains(&model) {
+        return Err(Rejection::new(
+            404,
+            format!("no model with id {model}; GET /translator/models lists them"),
+        ));
+    }
+    for (i, item) in items.iter().enumerate() {
+        if item.id.unwrap_or(models[0]) != model
+            || item.beam_size != first.beam_size
+            || item.n_best != first.n_best
+        {
+            return Err(Rejection::new(
+                400,
+                format!(
+                    "sentence {i}: every sentence of a request must name the same model, \
+                     beam_size and n_best"
+                ),
+            ));
+        }
+        if item.src.len() > limits.max_input_bytes {
+            return Err(Rejection::new(
+                413,
+                format!(
+                    "sentence {i}: {} bytes, at most {} (--max-input-bytes)",
+                    item.src.len(),
+                    limits.max_input_bytes
+                ),
+            ));
+        }
+    }
+    let beam = first.beam_size.unwrap_or(defaults.beam);
+    if beam == 0 || beam > limits.max_beam {
+        return Err(Rejection::new(
+            400,
+            format!(
+                "beam_size {beam}: use 1 to {} (--max-beam)",
+                limits.max_beam
+            ),
+        ));
+    }
+    let n_best = first.n_best.unwrap_or(defaults.n_best);
+    if n_best == 0 || n_best > beam {
+        return Err(Rejection::new(
+            400,
+            format!("n_best {n_best}: use 1 to beam_size ({beam})"),
+        ));
+    }
+    Ok(Checked {
+        model,
+        sentences: items.into_iter().map(|i| i.src).collect(),
+        options: SearchOptions { beam, n_best },
+    })
+}
+
+/// Arranges translations in OpenNMT-py's response shape: `n_best` lists, list `k` holding the
+/// `k`-th best of every sentence. A sentence with fewer hypotheses (an empty line) gets empty
+/// translations with score 0, so every list has one entry per sentence.
+pub fn response(
+    sentences: &[String],
+    hypotheses: &[Vec<(String, f64)>],
+    n_best: usize,
+) -> Vec<Vec<TargetItem>> {
+    (0..n_best)
+        .map(|k| {
+            sentences
+                .iter()
+                .zip(hypotheses)
+                .map(|(src, hyps)| {
+                    let (tgt, score) = hyps.get(k).cloned().unwrap_or((String::new(), 0.0));
+                    TargetItem {
+                        src: src.clone(),
+                        tgt,
+                        n_best,
+                        pred_score: score,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: SearchOptions = SearchOptions { beam: 5, n_best: 1 };
+
+    fn check(body: &str) -> Result<Checked, Rejection> {
+        check_request(body.as_bytes(), &Limits::default(), &[100, 7], DEFAULTS)
+    }
+
+    #[test]
+    fn accepts_opennmt_requests() {
+        let c = check(r#"[{"src": "a b", "id": 100}, {"src": "", "id": 100}]"#).unwrap();
+        assert_eq!(c.model, 100);
+        assert_eq!(c.sentences, ["a b", ""]);
+        assert_eq!(c.options, DEFAULTS);
+        let c = check(r#"[{"src": "x", "id": 7, "beam_size": 3, "n_best": 2}]"#).unwrap();
+        assert_eq!((c.model, c.options.beam, c.options.n_best), (7, 3, 2));
+        // No id: the first model.
+        assert_eq!(check(r#"[{"src": "x"}]"#).unwrap().model, 100);
+    }
+
+    #[test]
+    fn rejects_bad_requests_with_a_status_and_a_reason() {
+        let status = |b: &str| check(b).unwrap_err().status;
+        assert_eq!(status("[{\"src\": "), 400);
+        assert_eq!(status("{\"src\": \"x\"}"), 400);
+        assert_eq!(status("[]"), 400);
+        assert_eq!(status(r#"[{"src": "x", "id": 5}]"#), 404);
+        assert_eq!(
+            status(r#"[{"src": "x", "id": 100}, {"src": "y", "id": 7}]"#),
+            400
+        );
+        assert_eq!(status(r#"[{"src": "x", "beam_size": 0}]"#), 400);
+        assert_eq!(status(r#"[{"src": "x", "beam_size": 17}]"#), 400);
+        assert_eq!(
+            status(r#"[{"src": "x", "beam_size": 2, "n_best": 3}]"#),
+            400
+        );
+        let long = format!(r#"[{{"src": "{}"}}]"#, "a".repeat(5000));
+        assert_eq!(status(&long), 413);
+        let many = format!("[{}]", vec![r#"{"src": "a"}"#; 257].join(","));
+        assert_eq!(status(&many), 413);
+        let e = check_request(b"[{\"src\": \"\xff\"}]", &Limits::default(), &[1], DEFAULTS);
+        assert_eq!(e.unwrap_err().status, 400);
+        let small = Limits {
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
+        let e = check_request(br#"[{"src": "abcdef"}]"#, &small, &[1], DEFAULTS).unwrap_err();
+        assert_eq!(e.status, 413);
+        assert!(e.message.contains("--max-body-bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn response_has_one_list_per_rank() {
+        let sentences = vec!["a".to_string(), String::new()];
+        let hyps = vec![
+            vec![("A".to_string(), -1.0), ("B".to_string(), -2.0)],
+            vec![],
+        ];
+        let r = response(&sentences, &hyps, 2);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0][0].tgt, "A");
+        assert_eq!(r[1][0].tgt, "B");
+        assert_eq!(r[1][1].tgt, "");
+        assert!(r.iter().flatten().all(|t| t.n_best == 2));
+    }
+}

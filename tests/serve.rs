@@ -1,0 +1,510 @@
+//! rnmt-serve over real HTTP on loopback: the OpenNMT-py contract, every error case as a 4xx
+//! JSON answer (never a crash), concurrent clients getting what rnmt-translate gives,
+//! graceful shutdown, and the web page in headless Chromium.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rnmt-serve --port 0` on `models` and waits for its address.
+fn start(models: &[&Path], extra: &[&str]) -> Server {
+    let mut c = bin("rnmt-serve");
+    for m in models {
+        c.arg("--model").arg(m);
+    }
+    let mut child = c
+        .args(["--port", "0", "--device", &device_arg(), "--threads", "1"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("rnmt-serve: listening on http://") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("rnmt-serve did not start listening within 60 s")
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading a big body and close: ignore a failed write.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
+    let mut body = raw[split + 4..].to_vec();
+    if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = http(addr, method, path, body);
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: not JSON: {}", String::from_utf8_lossy(&body)));
+    (status, v)
+}
+
+/// What `rnmt-translate --scores` prints for `lines`: (score, translation) per line.
+fn reference(model: &Path, lines: &[&str], extra: &[&str]) -> Vec<(f64, String)> {
+    let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let o = translate_with(
+        model,
+        &[&["--scores"][..], extra].concat(),
+        input.as_bytes(),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (s, t) = l.split_once('\t').unwrap();
+            (s.parse().unwrap(), t.to_string())
+        })
+        .collect()
+}
+
+const LINES: [&str; 6] = [
+    "Open the file.",
+    "Click Save to keep your changes.",
+    "",
+    "The document is read-only.",
+    "Select a cell.",
+    "Print the page.",
+];
+
+#[test]
+fn translates_with_opennmt_shapes_like_rnmt_translate() {
+    let model = tiny_model();
+    let server = start(&[model], &[]);
+    let addr = server.addr;
+    assert_eq!(json(addr, "GET", "/health", b"").1["status"], "ok");
+    let (status, models) = json(addr, "GET", "/translator/models", b"");
+    assert_eq!(status, 200);
+    assert_eq!(models[0]["model_id"], 100);
+    assert_eq!(models[0]["loaded"], true);
+
+    let body: Vec<Value> = LINES
+        .iter()
+        .map(|l| serde_json::json!({"src": l, "id": 100}))
+        .collect();
+    let (status, v) = json(
+        addr,
+        "POST",
+        "/translator/translate",
+        serde_json::to_string(&body).unwrap().as_bytes(),
+    );
+    assert_eq!(status, 200, "{v}");
+    let want = reference(model, &LINES, &[]);
+    let got = v.as_array().unwrap();
+    assert_eq!(got.len(), 1, "one list for n_best 1");
+    for (i, (item, (score, text))) in got[0].as_array().unwrap().iter().zip(&want).enumerate() {
+        assert_eq!(item["src"], LINES[i]);
+        assert_eq!(item["tgt"], text.as_str(), "sentence {i}");
+        assert_eq!(item["n_best"], 1);
+        let s = item["pred_score"].as_f64().unwrap();
+        assert!((s - score).abs() < 1e-3, "sentence {i}: {s} vs {score}");
+    }
+
+    // Per-request beam size and n-best: n_best lists, ranked.
+    let (status, v) = json(
+        addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file.", "id": 100, "beam_size": 3, "n_best": 2}]"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let lists = v.as_array().unwrap();
+    assert_eq!(lists.len(), 2);
+    let greedy = reference(model, &["Open the file."], &["--beam", "3"]);
+    assert_eq!(lists[0][0]["tgt"], greedy[0].1.as_str());
+    assert!(lists[0][0]["pred_score"].as_f64() >= lists[1][0]["pred_score"].as_f64());
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
+    let server = start(
+        &[tiny_model()],
+        &[
+            "--max-body-bytes",
+            "2000",
+            "--max-sentences",
+            "4",
+            "--max-input-bytes",
+            "1000",
+        ],
+    );
+    let addr = server.addr;
+    let big = format!(r#"[{{"src": "{}"}}]"#, "a".repeat(3000));
+    let many = format!("[{}]", [r#"{"src": "a"}"#; 5].join(","));
+    let long = format!(r#"[{{"src": "{}"}}]"#, "a".repeat(1990 - 12));
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/translator/translate",
+            b"[{\"src\": ".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            b"not json".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            b"{\"src\": \"x\"}".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            b"[]".to_vec(),
+            400,
+            "no sentences",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            b"".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            b"[{\"src\": \"\xff\xfe\"}]".to_vec(),
+            400,
+            "UTF-8",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            big.into_bytes(),
+            413,
+            "--max-body-bytes",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            many.into_bytes(),
+            413,
+            "--max-sentences",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            long.into_bytes(),
+            413,
+            "--max-input-bytes",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            br#"[{"src": "x", "id": 9}]"#.to_vec(),
+            404,
+            "no model",
+        ),
+        (
+            "POST",
+            "/translator/translate",
+            br#"[{"src": "x", "beam_size": 99}]"#.to_vec(),
+            400,
+            "beam_size",
+        ),
+        ("GET", "/translator/translate", vec![], 405, "not allowed"),
+        ("GET", "/nothing/here", vec![], 404, "no such route"),
+    ];
+    for (method, path, body, want, says) in cases {
+        let (status, v) = json(addr, method, path, &body);
+        assert_eq!(
+            status,
+            want,
+            "{method} {path} {:?}: {v}",
+            String::from_utf8_lossy(&body)
+        );
+        let e = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {v}"));
+        assert!(e.contains(says), "{e}");
+    }
+    // Still serving.
+    let (status, v) = json(
+        addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file."}]"#,
+    );
+    assert_eq!(status, 200, "{v}");
+}
+
+/// Clients sending at once are batched together by the worker and still get exactly what
+/// rnmt-translate gives each sentence alone.
+#[test]
+fn concurrent_clients_get_rnmt_translate_results() {
+    let model = tiny_model();
+    let server = start(&[model], &["--batch-size", "8"]);
+    let addr = server.addr;
+    let sentences: Vec<String> = head("lohelp.en-fr.test.tsv", 24)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let want = reference(model, &refs, &[]);
+    let threads: Vec<_> = sentences
+        .chunks(3)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .map(|s| serde_json::json!({"src": s}))
+                    .collect();
+                let (status, v) = json(
+                    addr,
+                    "POST",
+                    "/translator/translate",
+                    serde_json::to_string(&body).unwrap().as_bytes(),
+                );
+                assert_eq!(status, 200, "{v}");
+                (k, v[0].as_array().unwrap().clone())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (k, items) = t.join().unwrap();
+        for (j, item) in items.iter().enumerate() {
+            assert_eq!(
+                item["tgt"],
+                want[3 * k + j].1.as_str(),
+                "client {k} sentence {j}"
+            );
+        }
+    }
+}
+
+/// Two models are served side by side under ids 100 and 101.
+#[test]
+fn serves_several_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other");
+    copy_dir(tiny_model(), &other);
+    let server = start(&[tiny_model(), &other], &[]);
+    let (_, models) = json(server.addr, "GET", "/translator/models", b"");
+    let ids: Vec<u64> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [100, 101]);
+    let (status, v) = json(
+        server.addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file.", "id": 101}]"#,
+    );
+    assert_eq!(status, 200, "{v}");
+}
+
+/// SIGTERM: the server stops accepting, answers the request in flight, and exits 0.
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
+    let mut server = start(&[tiny_model()], &["--beam", "5"]);
+    let addr = server.addr;
+    let body: Vec<Value> = (0..64)
+        .map(|i| serde_json::json!({"src": format!("Click Save to keep your changes number {i}.")}))
+        .collect();
+    let body = serde_json::to_vec(&body).unwrap();
+    let client = std::thread::spawn(move || http(addr, "POST", "/translator/translate", &body));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, body) = client.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let start = Instant::now();
+    loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            assert!(s.success(), "exit status {s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+}
+
+#[test]
+fn a_missing_model_is_a_one_line_error() {
+    let o = bin("rnmt-serve")
+        .args([
+            "--model",
+            "/nonexistent/model",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("/nonexistent/model"), "{e}");
+}
+
+/// The web page in headless Chromium: `/?q=...` translates on load, and the rendered page
+/// (DOM and a screenshot) shows the translation that the API gives.
+#[test]
+fn the_web_page_shows_the_translation_in_a_browser() {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("no Chromium: scripts/setup.sh installs Debian's chromium package");
+    let server = start(&[tiny_model()], &[]);
+    let (_, page) = http(server.addr, "GET", "/", b"");
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("<title>rnmt</title>")
+            && !page.contains("http://")
+            && !page.contains("https://"),
+        "the page must load nothing from outside"
+    );
+    let (_, v) = json(
+        server.addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file."}]"#,
+    );
+    let want = v[0][0]["tgt"].as_str().unwrap().to_string();
+    assert!(!want.is_empty());
+    let url = format!("http://{}/?q=Open%20the%20file.", server.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let shot = tmp.path().join("page.png");
+    let common_args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--virtual-time-budget=15000",
+        "--window-size=900,500",
+    ];
+    let profile = format!("--user-data-dir={}", tmp.path().join("profile").display());
+    let dom = std::process::Command::new(chromium)
+        .args(common_args)
+        .arg(&profile)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    let html_want = want
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(
+        dom_text.contains(&format!("<div class=\"tgt\">{html_want}<span")),
+        "the rendered page lacks the translation {want:?}: {dom_text}"
+    );
+    let o = std::process::Command::new(chromium)
+        .args(common_args)
+        .arg(&profile)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000,
+        "{} bytes",
+        png.len()
+    );
+    if let Some(keep) = std::env::var_os("RNMT_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
