@@ -415,6 +415,11 @@ pub struct DecodeConfig {
     /// so memory stays bounded whatever the input.
     #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_line_bytes)]
     pub max_line_bytes: usize,
+    /// Return every hypothesis's attention matrix (`rnmt-translate --attention`); an error
+    /// for a model without attention.
+    #[arg(skip = DecodeConfig::DEFAULT.attention)]
+    #[serde(skip)]
+    pub attention: bool,
 }
 
 impl Default for DecodeConfig {
@@ -435,6 +440,7 @@ impl DecodeConfig {
         n_best: 1,
         max_input_tokens: 250,
         max_line_bytes: 1 << 16,
+        attention: false,
     };
 
     /// The output length bound for a source of `src_len` tokens.

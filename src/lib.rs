@@ -25,6 +25,7 @@
 //! 9. **Score** with sacrebleu-compatible BLEU and chrF ([`metrics`]).
 //!
 //! Tensor shapes are documented on every public function as `[batch, src_len, 2*hidden]`.
+pub mod alignment;
 pub mod atomic;
 pub mod batch;
 pub mod checkpoint;
@@ -33,11 +34,13 @@ pub mod config;
 pub mod corpus;
 pub mod data;
 pub mod device;
+pub mod ensemble;
 pub mod error;
 pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod panic;
+pub mod plot;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;
