@@ -326,6 +326,9 @@ pub struct TrainConfig {
     pub valid_bleu_sentences: Option<usize>,
     /// Log a plain line every this many updates when stderr is not a terminal.
     pub log_every: usize,
+    /// Keep the weights of the last this many validations as
+    /// `checkpoints/step-NNNNNNNN.safetensors` (for `rnmt-average`); 0 keeps none.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for TrainConfig {
@@ -353,6 +356,7 @@ impl Default for TrainConfig {
             seed: 42,
             valid_bleu_sentences: None,
             log_every: 50,
+            keep_checkpoints: 0,
         }
     }
 }
@@ -657,6 +661,7 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.patience",
     "train.valid_bleu_sentences",
     "train.log_every",
+    "train.keep_checkpoints",
 ];
 
 /// Budgets belong to each command: a resumed run takes this command's (or the defaults).

@@ -27,6 +27,7 @@
 //! Tensor shapes are documented on every public function as `[batch, src_len, 2*hidden]`.
 pub mod alignment;
 pub mod atomic;
+pub mod average;
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
