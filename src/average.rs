@@ -126,7 +126,9 @@ pub fn mean_weights(paths: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
 /// written atomically). `out` must not exist yet or be empty.
 pub fn average_into(inputs: &[Input], out: &Path) -> Result<()> {
     let Some(first) = inputs.first() else {
-        return Err(Error::Config("nothing to average: give at least one checkpoint".into()));
+        return Err(Error::Config(
+            "nothing to average: give at least one checkpoint".into(),
+        ));
     };
     if out.exists() {
         let empty = out.is_dir()

@@ -20,7 +20,8 @@ use tch::{nn::VarStore, Device};
 
 use crate::batch::{epoch_batches, Batch, Example};
 use crate::checkpoint::{
-    self, CURVES_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE, WEIGHTS_FILE,
+    self, CURVES_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE,
+    WEIGHTS_FILE,
 };
 use crate::config::{parse_duration, Config};
 use crate::data::Prepared;

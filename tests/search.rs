@@ -273,8 +273,13 @@ fn attention_rows_are_distributions_over_the_source() {
         fixture_with(|c| c.decoder.attention = rnmt::config::AttentionType::Luong),
     ] {
         for (beam, n_best) in [(1, 1), (4, 3)] {
-            let hyps = search::decode(&f.model, &f.sources, &with_attention(beam, n_best), Device::Cpu)
-                .unwrap();
+            let hyps = search::decode(
+                &f.model,
+                &f.sources,
+                &with_attention(beam, n_best),
+                Device::Cpu,
+            )
+            .unwrap();
             for (s, hs) in f.sources.iter().zip(&hyps) {
                 for h in hs {
                     let m = h.attention.as_ref().expect("attention asked for");
@@ -310,8 +315,9 @@ fn attention_does_not_depend_on_the_batch() {
         let cfg = with_attention(beam, 1);
         let together = best(&search::decode(&f.model, &f.sources, &cfg, Device::Cpu).unwrap());
         for (i, s) in f.sources.iter().enumerate() {
-            let alone =
-                best(&search::decode(&f.model, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap());
+            let alone = best(
+                &search::decode(&f.model, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap(),
+            );
             assert_eq!(alone[0].tokens, together[i].tokens);
             let (a, b) = (
                 alone[0].attention.as_ref().unwrap(),
@@ -321,7 +327,10 @@ fn attention_does_not_depend_on_the_batch() {
             for (ra, rb) in a.iter().zip(b) {
                 assert_eq!(ra.len(), rb.len(), "beam {beam}, sentence {i}");
                 for (x, y) in ra.iter().zip(rb) {
-                    assert!((x - y).abs() < 1e-5, "beam {beam}, sentence {i}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() < 1e-5,
+                        "beam {beam}, sentence {i}: {x} vs {y}"
+                    );
                 }
             }
         }
@@ -372,18 +381,29 @@ fn ensemble_results_do_not_depend_on_the_batch() {
         let together = best(&search::decode(&ens, sources, &cfg, Device::Cpu).unwrap());
         let only_a = best(&search::decode(&a.model, sources, &cfg, Device::Cpu).unwrap());
         assert!(
-            together.iter().zip(&only_a).any(|(x, y)| x.score != y.score),
+            together
+                .iter()
+                .zip(&only_a)
+                .any(|(x, y)| x.score != y.score),
             "beam {beam}: the ensemble scores exactly as its first model"
         );
         for (i, s) in sources.iter().enumerate() {
-            let alone = best(&search::decode(&ens, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap());
-            assert_eq!(alone[0].tokens, together[i].tokens, "beam {beam}, sentence {i}");
+            let alone =
+                best(&search::decode(&ens, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap());
+            assert_eq!(
+                alone[0].tokens, together[i].tokens,
+                "beam {beam}, sentence {i}"
+            );
             assert!((alone[0].score - together[i].score).abs() < 1e-4);
         }
         for (c, chunk) in sources.chunks(5).enumerate() {
             let part = best(&search::decode(&ens, chunk, &cfg, Device::Cpu).unwrap());
             for (j, h) in part.iter().enumerate() {
-                assert_eq!(h.tokens, together[c * 5 + j].tokens, "beam {beam}, batch of 5");
+                assert_eq!(
+                    h.tokens,
+                    together[c * 5 + j].tokens,
+                    "beam {beam}, batch of 5"
+                );
             }
         }
     }

@@ -87,7 +87,11 @@ fn assert_well_formed(xml: &str) {
         let tag = &rest[start + 1..end];
         assert!(!tag.contains('<'), "'<' inside a tag: {tag}");
         if let Some(name) = tag.strip_prefix('/') {
-            assert_eq!(stack.pop().as_deref(), Some(name.trim()), "mismatched </{name}>");
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
         } else if !tag.starts_with('?') && !tag.starts_with('!') {
             if stack.is_empty() {
                 roots += 1;
@@ -139,7 +143,10 @@ fn translate_writes_attention_as_json_lines_and_heatmaps() {
         let tgt = v["target"].as_array().unwrap();
         let m = v["attention"].as_array().unwrap();
         if i == 1 {
-            assert!(src.is_empty() && tgt.is_empty() && m.is_empty(), "empty line: {v}");
+            assert!(
+                src.is_empty() && tgt.is_empty() && m.is_empty(),
+                "empty line: {v}"
+            );
             continue;
         }
         assert_eq!(src.last().unwrap(), "</s>");
@@ -163,10 +170,18 @@ fn translate_writes_attention_as_json_lines_and_heatmaps() {
         assert_well_formed(&picture);
         let cells = m.len() * src.len();
         // The background and the frame are rectangles too.
-        assert_eq!(picture.matches("<rect").count(), cells + 2, "{}", path.display());
+        assert_eq!(
+            picture.matches("<rect").count(),
+            cells + 2,
+            "{}",
+            path.display()
+        );
         assert!(picture.contains("&lt;/s&gt;"), "the </s> label, escaped");
     }
-    assert!(!svg.join("000002.svg").exists(), "no heatmap for an empty line");
+    assert!(
+        !svg.join("000002.svg").exists(),
+        "no heatmap for an empty line"
+    );
     assert!(
         std::fs::read_to_string(svg.join("000003.svg"))
             .unwrap()
@@ -188,7 +203,12 @@ fn attention_of_a_model_without_attention_is_a_clear_error() {
     assert_one_line_error(&o, "rnmt-translate", &["--attention", "no attention"]);
     assert!(!json.exists(), "no partial attention file");
     // Translating without --attention works.
-    let o = translate_with(no_attention_model(), &[], b"Click the Save button.\n", LIMIT);
+    let o = translate_with(
+        no_attention_model(),
+        &[],
+        b"Click the Save button.\n",
+        LIMIT,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -197,12 +217,19 @@ fn an_ensemble_of_a_model_with_itself_translates_as_the_model() {
     let model = tiny_model();
     let input = b"Click the Save button.\nOpen the file.\n\nSelect a cell in the table.\n";
     let m = model.to_str().unwrap();
-    for args in [vec!["--n-best", "3", "--beam", "3"], vec!["--beam", "1", "--scores"]] {
+    for args in [
+        vec!["--n-best", "3", "--beam", "3"],
+        vec!["--beam", "1", "--scores"],
+    ] {
         let single = translate_with(model, &args, input, LIMIT);
         let mut twice = args.clone();
         twice.extend(["--model", m]);
         let double = translate_with(model, &twice, input, LIMIT);
-        assert!(single.status.success() && double.status.success(), "{}", stderr(&double));
+        assert!(
+            single.status.success() && double.status.success(),
+            "{}",
+            stderr(&double)
+        );
         assert!(!single.stdout.is_empty());
         assert_eq!(
             String::from_utf8_lossy(&single.stdout),
@@ -337,7 +364,11 @@ fn averaging_checks_config_tokenizer_and_shapes() {
     )
     .unwrap();
     let o = run(&[tiny, &wrong], &dir.join("b"));
-    assert_one_line_error(&o, "rnmt-average", &["wrong/model.safetensors", "parameter"]);
+    assert_one_line_error(
+        &o,
+        "rnmt-average",
+        &["wrong/model.safetensors", "parameter"],
+    );
     // A file outside any model directory, and an existing output directory.
     let stray = dir.join("stray.safetensors");
     std::fs::copy(tiny.join("model.safetensors"), &stray).unwrap();
@@ -376,7 +407,10 @@ fn training_draws_learning_curves_from_the_metrics() {
         - 1;
     // One marker per validation on each of the six panels.
     assert_eq!(svg.matches("<circle").count(), 6 * rows);
-    assert!(!model.join(".curves.svg.tmp.svg").exists(), "written atomically");
+    assert!(
+        !model.join(".curves.svg.tmp.svg").exists(),
+        "written atomically"
+    );
     // The default (keep_checkpoints = 0) keeps no checkpoints but draws the curves.
     assert!(!tiny_model().join("checkpoints").exists());
     assert!(tiny_model().join("curves.svg").is_file());

@@ -32,7 +32,10 @@ fn run(a: Args) -> Result<()> {
     let inputs: Vec<Input> = match a.last {
         Some(k) => {
             let [dir] = a.inputs.as_slice() else {
-                bail!("--last K takes exactly one model directory, got {}", a.inputs.len());
+                bail!(
+                    "--last K takes exactly one model directory, got {}",
+                    a.inputs.len()
+                );
             };
             if k == 0 {
                 bail!("--last must be at least 1");

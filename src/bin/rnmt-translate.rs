@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rnmt::alignment::Alignment;
 use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
 use rnmt::device::{describe, parse_device, set_threads};
-use rnmt::alignment::Alignment;
 use rnmt::translate::{stream_with, StreamOptions, Translation, Translator};
 
 /// Translate one sentence per line: exactly one output line per input line, in order.
@@ -115,7 +115,10 @@ fn run(a: Args) -> Result<()> {
     }
     if let (Some(o), Some(att)) = (&a.output, &a.attention) {
         if o == att || same_file(o, att) {
-            bail!("--attention {} is also the --output file; choose another file", att.display());
+            bail!(
+                "--attention {} is also the --output file; choose another file",
+                att.display()
+            );
         }
     }
     set_threads(a.threads);

@@ -232,11 +232,7 @@ impl Decoder {
 
     /// `a_t = tanh(W_c [q_t; context_t])` for top-layer states `query [batch, T, hidden]`:
     /// `([batch, T, hidden], attention weights [batch, T, src_len] or None without attention)`.
-    fn attentional_vectors(
-        &self,
-        query: &Tensor,
-        enc: &EncoderOutput,
-    ) -> (Tensor, Option<Tensor>) {
+    fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> (Tensor, Option<Tensor>) {
         let (context, weights) = match (&self.attention, &enc.keys) {
             (Some(attention), Some(keys)) => {
                 let (c, w) = attention.forward(query, keys, &enc.states, &enc.mask);

@@ -33,9 +33,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Point>> {
         .map_err(csv_err)?;
     let header = r.headers().map_err(csv_err)?.clone();
     let col = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| {
-            Error::Input(format!("{}: no column {name}", path.display()))
-        })
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::Input(format!("{}: no column {name}", path.display())))
     };
     let cols = [
         col("step")?,
@@ -52,7 +53,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Point>> {
             .map(|&c| rec.get(c).and_then(|x| x.parse::<f64>().ok()))
             .collect::<Option<_>>()
             .ok_or_else(|| {
-                Error::Input(format!("{}:{}: a value is not a number", path.display(), i + 2))
+                Error::Input(format!(
+                    "{}:{}: a value is not a number",
+                    path.display(),
+                    i + 2
+                ))
             })?;
         points.push(Point {
             step: v[0],
@@ -69,7 +74,9 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Point>> {
 fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
     let (mut lo, mut hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -85,12 +92,15 @@ fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
     (if from_zero && lo >= 0.0 { lo } else { lo - pad }, hi + pad)
 }
 
+/// A plotted quantity: its axis name and how to read it from a point.
+type Axis = (&'static str, fn(&Point) -> f64);
+
 /// One panel: `y` of every point against `x`, as a line with a marker per point.
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     points: &[Point],
-    (x_name, x): (&str, fn(&Point) -> f64),
-    (y_name, y): (&str, fn(&Point) -> f64),
+    (x_name, x): Axis,
+    (y_name, y): Axis,
     color: RGBColor,
 ) -> Result<()> {
     let err = plot_err("learning curves");
@@ -121,7 +131,10 @@ fn panel(
         .map_err(&err)?;
     let series: Vec<(f64, f64)> = points.iter().map(|p| (x(p), y(p))).collect();
     chart
-        .draw_series(LineSeries::new(series.iter().copied(), color.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            series.iter().copied(),
+            color.stroke_width(2),
+        ))
         .map_err(&err)?;
     chart
         .draw_series(
@@ -141,16 +154,18 @@ pub fn curves_svg(points: &[Point]) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (1200, 640)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
         let panels = root.split_evenly((2, 3));
-        let xs: [(&str, fn(&Point) -> f64); 2] =
-            [("updates", |p| p.step), ("minutes of training", |p| p.minutes)];
-        let ys: [(&str, fn(&Point) -> f64, RGBColor); 3] = [
-            ("validation BLEU", |p| p.bleu, RGBColor(31, 119, 180)),
-            ("validation perplexity", |p| p.ppl, RGBColor(214, 39, 40)),
-            ("learning rate", |p| p.lr, RGBColor(44, 160, 44)),
+        let xs: [Axis; 2] = [
+            ("updates", |p| p.step),
+            ("minutes of training", |p| p.minutes),
+        ];
+        let ys: [(Axis, RGBColor); 3] = [
+            (("validation BLEU", |p| p.bleu), RGBColor(31, 119, 180)),
+            (("validation perplexity", |p| p.ppl), RGBColor(214, 39, 40)),
+            (("learning rate", |p| p.lr), RGBColor(44, 160, 44)),
         ];
         for (r, &x) in xs.iter().enumerate() {
-            for (c, &(name, y, color)) in ys.iter().enumerate() {
-                panel(&panels[r * 3 + c], points, x, (name, y), color)?;
+            for (c, &(y, color)) in ys.iter().enumerate() {
+                panel(&panels[r * 3 + c], points, x, y, color)?;
             }
         }
         root.present().map_err(&err)?;

@@ -15,7 +15,9 @@
 use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
-use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel};
+use super::{
+    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
 use crate::tokenizer::{BOS_ID, EOS_ID};
@@ -175,10 +177,7 @@ pub fn beam_search<M: StepModel + ?Sized>(
                 .iter()
                 .map(|&r| (r / k as i64) * k as i64)
                 .collect();
-            enc = model.select_encoded(
-                &enc,
-                &Tensor::from_slice(&sentence_rows).to_device(device),
-            );
+            enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
         }
         prev = Tensor::from_slice(&next_tokens).to_device(device);
         scores = Tensor::from_slice(&next_scores).to_device(device);

@@ -2,7 +2,9 @@
 use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
-use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel};
+use super::{
+    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
 use crate::tokenizer::{BOS_ID, EOS_ID};
