@@ -9,15 +9,15 @@
 #      each model's best checkpoint, its last checkpoint, the average of its last K
 #      checkpoints, and the ensemble of both models' best checkpoints.
 #
-#   scripts/bench-tools.sh                 # STEPS=1600 VALID=200 K=5 SEEDS="42 7"
+#   scripts/bench-tools.sh                 # STEPS=600 VALID=100 K=5 SEEDS="42 7"
 #   STEPS=3000 K=8 scripts/bench-tools.sh
 #
 # Re-running resumes the trainings (a finished one does nothing) and re-scores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-STEPS=${STEPS:-1600}
-VALID=${VALID:-200}
+STEPS=${STEPS:-600}
+VALID=${VALID:-100}
 K=${K:-5}
 SEEDS=(${SEEDS:-42 7})
 CORPUS=${CORPUS:-lohelp.en-fr}
