@@ -6,6 +6,9 @@
 //!   tokenizer.json         joint tokenizer (or tokenizer.src.json + tokenizer.tgt.json)
 //!   model.safetensors      best weights by validation BLEU (what rnmt-translate loads)
 //!   metrics.csv            one row per validation
+//!   curves.svg             validation BLEU, perplexity and learning rate, from metrics.csv
+//!   checkpoints/           with train.keep_checkpoints = K: the weights of the last K
+//!     step-00000500.safetensors ...   validations, for rnmt-average
 //!   last/                  the latest state, for resuming:
 //!     weights.safetensors  optimizer.safetensors  trainer.json
 //! ```
@@ -35,6 +38,9 @@ pub const LAST_DIR: &str = "last";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_FILE: &str = "trainer.json";
+pub const CURVES_FILE: &str = "curves.svg";
+/// The weights of the last `train.keep_checkpoints` validations.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The best scheduled weights, kept aside while `model.safetensors` holds a better final
 /// validation's (see [`crate::train::Trainer::run`]).
 pub const SCHEDULED_BEST_FILE: &str = ".model.scheduled.safetensors";
@@ -111,6 +117,62 @@ pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<()> {
             var.copy_(&stored[&name]);
         }
     });
+    Ok(())
+}
+
+/// `checkpoints/step-NNNNNNNN.safetensors` of update `step`.
+pub fn checkpoint_path(model_dir: &Path, step: u64) -> PathBuf {
+    model_dir
+        .join(CHECKPOINTS_DIR)
+        .join(format!("step-{step:08}.safetensors"))
+}
+
+/// The kept checkpoints of `model_dir`, `(step, path)` by step, oldest first.
+pub fn list_checkpoints(model_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = model_dir.join(CHECKPOINTS_DIR);
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let step = name
+            .strip_prefix("step-")
+            .and_then(|n| n.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(step) = step {
+            found.push((step, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Saves the weights of the validation at update `step` into `checkpoints/` (atomically)
+/// and removes all but the `keep` latest; checkpoints of later updates (progress a crash
+/// lost before `last/` was saved) are removed too. Nothing happens for `keep == 0`.
+pub fn save_checkpoint(vs: &VarStore, model_dir: &Path, step: u64, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let dir = model_dir.join(CHECKPOINTS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    save_weights(vs, &checkpoint_path(model_dir, step))?;
+    let kept: Vec<(u64, PathBuf)> = list_checkpoints(model_dir)?
+        .into_iter()
+        .filter(|(s, p)| {
+            if *s > step {
+                let _ = std::fs::remove_file(p);
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    for (_, path) in kept.iter().take(kept.len().saturating_sub(keep)) {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
     Ok(())
 }
 

@@ -331,6 +331,9 @@ pub struct TrainConfig {
     pub valid_bleu_sentences: Option<usize>,
     /// Log a plain line every this many updates when stderr is not a terminal.
     pub log_every: usize,
+    /// Keep the weights of the last this many validations as
+    /// `checkpoints/step-NNNNNNNN.safetensors` (for `rnmt-average`); 0 keeps none.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for TrainConfig {
@@ -359,6 +362,7 @@ impl Default for TrainConfig {
             seed: 42,
             valid_bleu_sentences: None,
             log_every: 50,
+            keep_checkpoints: 0,
         }
     }
 }
@@ -424,6 +428,11 @@ pub struct DecodeConfig {
     /// so memory stays bounded whatever the input.
     #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_line_bytes)]
     pub max_line_bytes: usize,
+    /// Return every hypothesis's attention matrix (`rnmt-translate --attention`); an error
+    /// for a model without attention.
+    #[arg(skip = DecodeConfig::DEFAULT.attention)]
+    #[serde(skip)]
+    pub attention: bool,
 }
 
 impl Default for DecodeConfig {
@@ -444,6 +453,7 @@ impl DecodeConfig {
         n_best: 1,
         max_input_tokens: 250,
         max_line_bytes: 1 << 16,
+        attention: false,
     };
 
     /// The output length bound for a source of `src_len` tokens.
@@ -663,6 +673,7 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.patience",
     "train.valid_bleu_sentences",
     "train.log_every",
+    "train.keep_checkpoints",
 ];
 
 /// Budgets belong to each command: a resumed run takes this command's (or the defaults).

@@ -57,6 +57,16 @@ pub enum Error {
     /// The model gave NaN or infinite scores while decoding (broken weights).
     #[error("the model's scores are not finite (NaN or infinity) at output step {step}: its weights are broken, e.g. by a diverged training run")]
     NonFiniteScores { step: usize },
+    /// Drawing a picture failed (`what` names it).
+    #[error("drawing the {what}")]
+    Plot {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Attention weights were asked of a model without attention.
+    #[error("the model has no attention (model.decoder.attention = \"none\"), so there are no attention weights to write")]
+    NoAttention,
     /// A stop was requested (Ctrl-C, SIGTERM) while a long operation ran.
     #[error("interrupted")]
     Interrupted,

@@ -25,7 +25,9 @@
 //! 9. **Score** with sacrebleu-compatible BLEU and chrF ([`metrics`]).
 //!
 //! Tensor shapes are documented on every public function as `[batch, src_len, 2*hidden]`.
+pub mod alignment;
 pub mod atomic;
+pub mod average;
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
@@ -34,11 +36,13 @@ pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod distributed;
+pub mod ensemble;
 pub mod error;
 pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod panic;
+pub mod plot;
 pub mod precision;
 pub mod schedule;
 pub mod search;

@@ -33,7 +33,8 @@ use tch::{nn::VarStore, Device};
 
 use crate::batch::{epoch_batches, Batch, Example};
 use crate::checkpoint::{
-    self, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE, WEIGHTS_FILE,
+    self, CURVES_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE,
+    WEIGHTS_FILE,
 };
 use crate::config::{parse_duration, Config};
 use crate::data::Prepared;
@@ -717,7 +718,14 @@ impl<'a> Trainer<'a> {
         } else if self.state.final_best.take().is_some() && aside.exists() {
             rename(&aside, &model)?;
         }
+        checkpoint::save_checkpoint(
+            &self.vs,
+            &self.model_dir,
+            self.state.step,
+            self.config.train.keep_checkpoints,
+        )?;
         self.append_metrics(&v, if schedule { "valid" } else { "final" })?;
+        self.write_curves();
         self.save_last()?;
         let line = format!(
             "validation at step {} (epoch {}): loss {:.4} | ppl {:.2} | BLEU {:.2}{} | lr {:.2e}",
@@ -734,6 +742,17 @@ impl<'a> Trainer<'a> {
             None => self.log(&line),
         }
         Ok(v)
+    }
+
+    /// Redraws `curves.svg` from `metrics.csv`. A picture that cannot be drawn is a warning,
+    /// never the end of a training run.
+    fn write_curves(&self) {
+        let metrics = self.model_dir.join(METRICS_FILE);
+        let curves = self.model_dir.join(CURVES_FILE);
+        if let Err(e) = crate::plot::curves::write_curves(&metrics, &curves) {
+            let e = anyhow::Error::new(e);
+            eprintln!("warning: {}: {}", curves.display(), crate::cli::chain(&e));
+        }
     }
 
     /// Writes weights, optimizer moments and trainer state to `last/`.

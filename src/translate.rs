@@ -10,25 +10,32 @@
 //! Memory stays bounded whatever the input: at most `max_line_bytes` of a line are kept (the
 //! rest is read and dropped, with a warning), and sources are cut to `max_input_tokens`.
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tch::Device;
 
+use crate::alignment::Alignment;
 use crate::checkpoint::{load_model_dir, LoadedModel};
 use crate::config::DecodeConfig;
 use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::corpus::normalize;
+use crate::ensemble::Ensemble;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::search::{self, Hypothesis};
 
-/// A loaded model ready to translate.
+/// A loaded model (or ensemble of models) ready to translate.
 #[derive(Debug)]
 pub struct Translator {
+    /// The model whose config (normalization) and tokenizers all members use.
     pub loaded: LoadedModel,
-    /// Search settings, and the input bounds `max_input_tokens` / `max_line_bytes`.
+    /// Further ensemble members (empty for a single model): each step is scored by the mean
+    /// of all models' log-probabilities ([`Ensemble`]).
+    pub members: Vec<LoadedModel>,
+    /// Search settings, and the input bounds `max_input_tokens` / `max_line_bytes`;
+    /// `decode.attention` fills [`Translation::attention`].
     pub decode: DecodeConfig,
     pub device: Device,
     /// Autocast for decoding (`--precision`); check it with [`Precision::check`] first.
@@ -44,19 +51,59 @@ pub struct Translation {
     pub truncated_from: Option<usize>,
     /// Subword tokens of the best hypothesis (without `</s>`).
     pub tokens: usize,
+    /// With `decode.attention`: one alignment per hypothesis, in the order of `hypotheses`;
+    /// empty otherwise (and for an empty line).
+    pub attention: Vec<Alignment>,
 }
 
 impl Translator {
     /// Loads `model_dir` (config, tokenizers, best weights) onto `device`.
     pub fn load(model_dir: &Path, device: Device, decode: DecodeConfig) -> Result<Self> {
+        Self::load_ensemble(&[model_dir.to_path_buf()], device, decode)
+    }
+
+    /// Loads the model directories of an ensemble (one directory: a single model). All must
+    /// read and write the same subwords: equal tokenizers (source and target) and text
+    /// normalization; otherwise a [`Error::ModelDir`] naming the directory that differs.
+    pub fn load_ensemble(dirs: &[PathBuf], device: Device, decode: DecodeConfig) -> Result<Self> {
         decode.validate()?;
-        let loaded = load_model_dir(model_dir, device)?;
+        let Some((first, rest)) = dirs.split_first() else {
+            return Err(Error::Config("no model directory given".into()));
+        };
+        let loaded = load_model_dir(first, device)?;
+        let mut members = Vec::with_capacity(rest.len());
+        for dir in rest {
+            let m = load_model_dir(dir, device)?;
+            check_same_vocabulary(&loaded, first, &m, dir)?;
+            members.push(m);
+        }
         Ok(Translator {
             loaded,
+            members,
             decode,
             device,
             precision: Precision::Fp32,
         })
+    }
+
+    /// Whether the model (or a member of the ensemble) attends over the source, so that
+    /// `decode.attention` can be asked for.
+    pub fn has_attention(&self) -> bool {
+        std::iter::once(&self.loaded)
+            .chain(&self.members)
+            .any(|m| m.model.has_attention())
+    }
+
+    /// Decodes subword sources with the model or the ensemble.
+    fn search(&self, sources: &[Vec<u32>]) -> Result<Vec<Vec<Hypothesis>>> {
+        if self.members.is_empty() {
+            return search::decode(&self.loaded.model, sources, &self.decode, self.device);
+        }
+        let models = std::iter::once(&self.loaded)
+            .chain(&self.members)
+            .map(|m| &m.model)
+            .collect();
+        search::decode(&Ensemble::new(models), sources, &self.decode, self.device)
     }
 
     /// The subword ids the model reads for one input line (normalized as in training), cut to
@@ -84,6 +131,7 @@ impl Translator {
                 hypotheses: vec![],
                 truncated_from: None,
                 tokens: 0,
+                attention: vec![],
             })
             .collect();
         let mut sources = Vec::new();
@@ -97,20 +145,57 @@ impl Translator {
             sources.push(ids);
             rows.push(i);
         }
-        let hyps = self.precision.run(self.device, || {
-            search::decode(&self.loaded.model, &sources, &self.decode, self.device)
-        })??;
-        for (i, hs) in rows.into_iter().zip(hyps) {
+        let hyps = self
+            .precision
+            .run(self.device, || self.search(&sources))??;
+        let tok = &self.loaded.tokenizers;
+        for ((i, hs), src) in rows.into_iter().zip(hyps).zip(&sources) {
             out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
-            out[i].hypotheses = hs
-                .into_iter()
-                .map(|Hypothesis { tokens, score, .. }| {
-                    Ok((self.loaded.tokenizers.tgt().decode(&tokens)?, score))
-                })
-                .collect::<Result<_>>()?;
+            for h in hs {
+                out[i]
+                    .hypotheses
+                    .push((tok.tgt().decode(&h.tokens)?, h.score));
+                if let Some(matrix) = h.attention {
+                    out[i].attention.push(Alignment::new(
+                        tok.src(),
+                        src,
+                        tok.tgt(),
+                        &h.tokens,
+                        matrix,
+                    )?);
+                }
+            }
         }
         Ok(out)
     }
+}
+
+/// An ensemble member must read and write the same subwords as the first model.
+fn check_same_vocabulary(
+    first: &LoadedModel,
+    first_dir: &Path,
+    other: &LoadedModel,
+    dir: &Path,
+) -> Result<()> {
+    let differs = |what: &str| {
+        Err(Error::ModelDir(format!(
+            "{}: its {what} differs from {}'s; an ensemble needs models trained with the same tokenizer",
+            dir.display(),
+            first_dir.display()
+        )))
+    };
+    let json = |t: &crate::tokenizer::SubwordTokenizer| t.inner().to_string(false).ok();
+    let (a, b) = (&first.tokenizers, &other.tokenizers);
+    if json(a.tgt()).is_none() || json(a.tgt()) != json(b.tgt()) {
+        return differs("target vocabulary (tokenizer)");
+    }
+    if json(a.src()) != json(b.src()) {
+        return differs("source vocabulary (tokenizer)");
+    }
+    if first.config.data.normalization != other.config.data.normalization {
+        return differs("text normalization (data.normalization)");
+    }
+    Ok(())
 }
 
 /// Options of the streaming loop.
@@ -171,10 +256,23 @@ pub fn next_batch<T>(
 /// unless `lossy_utf8`; the lines before it are translated and written first.
 pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
     t: &Translator,
+    input: R,
+    input_name: &str,
+    out: &mut W,
+    opts: &StreamOptions,
+) -> Result<StreamStats> {
+    stream_with(t, input, input_name, out, opts, &mut |_, _| Ok(()))
+}
+
+/// [`stream`] that also hands every translation, with its 1-based input line number, to
+/// `each` (after it is written to `out`): where `rnmt-translate` writes attention files.
+pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
+    t: &Translator,
     mut input: R,
     input_name: &str,
     out: &mut W,
     opts: &StreamOptions,
+    each: &mut dyn FnMut(usize, &Translation) -> Result<()>,
 ) -> Result<StreamStats> {
     let start = Instant::now();
     let batch_size = opts.batch_size.max(1);
@@ -252,6 +350,7 @@ pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
                 stats.warnings += 1;
             }
             write_translation(out, stats.lines, tr, opts, t.decode.n_best).map_err(out_err)?;
+            each(*no, tr)?;
             stats.lines += 1;
             stats.tgt_tokens += tr.tokens;
         }

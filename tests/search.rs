@@ -5,6 +5,7 @@ mod common;
 
 use rnmt::batch::{Batch, Example};
 use rnmt::config::{DecodeConfig, ModelConfig};
+use rnmt::ensemble::Ensemble;
 use rnmt::model::Seq2Seq;
 use rnmt::optim::{Adam, AdamConfig};
 use rnmt::search::{self, Hypothesis};
@@ -253,6 +254,166 @@ fn length_bounds_hold() {
         };
         for h in best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap()) {
             assert!(h.tokens.len() >= 12, "beam {beam}: {:?}", h.tokens);
+        }
+    }
+}
+
+fn with_attention(beam: usize, n_best: usize) -> DecodeConfig {
+    DecodeConfig {
+        beam,
+        n_best,
+        attention: true,
+        ..DecodeConfig::default()
+    }
+}
+
+/// Every hypothesis's attention matrix has one row per output token and `</s>`, one column
+/// per source token and `</s>`; each row is a distribution.
+#[test]
+fn attention_rows_are_distributions_over_the_source() {
+    for f in [
+        fixture(),
+        fixture_with(|c| c.decoder.attention = rnmt::config::AttentionType::Luong),
+    ] {
+        for (beam, n_best) in [(1, 1), (4, 3)] {
+            let hyps = search::decode(
+                &f.model,
+                &f.sources,
+                &with_attention(beam, n_best),
+                common::device(),
+            )
+            .unwrap();
+            for (s, hs) in f.sources.iter().zip(&hyps) {
+                for h in hs {
+                    let m = h.attention.as_ref().expect("attention asked for");
+                    assert_eq!(m.len(), h.tokens.len() + 1, "beam {beam}: rows");
+                    for row in m {
+                        assert_eq!(row.len(), s.len() + 1, "beam {beam}: columns");
+                        assert!(row.iter().all(|&w| (0.0..=1.0 + 1e-6).contains(&w)));
+                        let sum: f32 = row.iter().sum();
+                        assert!((sum - 1.0).abs() < 1e-5, "beam {beam}: row sums to {sum}");
+                    }
+                }
+            }
+            // Without asking, nothing is collected, and the hypotheses are the same.
+            let plain = DecodeConfig {
+                attention: false,
+                ..with_attention(beam, n_best)
+            };
+            let without = search::decode(&f.model, &f.sources, &plain, common::device()).unwrap();
+            for (a, b) in hyps.iter().flatten().zip(without.iter().flatten()) {
+                assert!(b.attention.is_none());
+                assert_eq!((&a.tokens, a.score), (&b.tokens, b.score));
+            }
+        }
+    }
+}
+
+/// A sentence's attention does not depend on the other sentences of its batch (padding gets
+/// exactly zero weight and is cut off).
+#[test]
+fn attention_does_not_depend_on_the_batch() {
+    let f = &fixture();
+    for beam in [1, 4] {
+        let cfg = with_attention(beam, 1);
+        let together = best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap());
+        for (i, s) in f.sources.iter().enumerate() {
+            let alone = best(
+                &search::decode(&f.model, std::slice::from_ref(s), &cfg, common::device()).unwrap(),
+            );
+            assert_eq!(alone[0].tokens, together[i].tokens);
+            let (a, b) = (
+                alone[0].attention.as_ref().unwrap(),
+                together[i].attention.as_ref().unwrap(),
+            );
+            assert_eq!(a.len(), b.len());
+            for (ra, rb) in a.iter().zip(b) {
+                assert_eq!(ra.len(), rb.len(), "beam {beam}, sentence {i}");
+                for (x, y) in ra.iter().zip(rb) {
+                    assert!(
+                        (x - y).abs() < 1e-5,
+                        "beam {beam}, sentence {i}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_of_a_model_without_attention_is_an_error() {
+    let f = fixture_with(|c| c.decoder.attention = rnmt::config::AttentionType::None);
+    for beam in [1, 3] {
+        let err = search::decode(
+            &f.model,
+            &f.sources,
+            &with_attention(beam, 1),
+            common::device(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, rnmt::error::Error::NoAttention), "{err}");
+        assert!(err.to_string().contains("no attention"), "{err}");
+    }
+    // Without asking, it decodes.
+    assert!(search::decode(&f.model, &f.sources, &decode(3), common::device()).is_ok());
+}
+
+/// The mean of a model's log-probabilities with themselves is exactly the model's: an
+/// ensemble of a model with itself gives the same hypotheses with the same scores.
+#[test]
+fn an_ensemble_of_a_model_with_itself_is_the_model() {
+    let f = &fixture();
+    let pair = Ensemble::new(vec![&f.model, &f.model]);
+    assert_eq!(pair.len(), 2);
+    for (beam, n_best) in [(1, 1), (4, 4)] {
+        let cfg = with_attention(beam, n_best);
+        let single = search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap();
+        let double = search::decode(&pair, &f.sources, &cfg, common::device()).unwrap();
+        assert_eq!(single, double, "beam {beam}");
+    }
+}
+
+/// An ensemble of two different models: differs from each member, and its results do not
+/// depend on the batch (alone, in batches of 5).
+#[test]
+fn ensemble_results_do_not_depend_on_the_batch() {
+    let a = fixture();
+    let b = fixture_with(|c| {
+        c.decoder.attention = rnmt::config::AttentionType::Luong;
+        c.emb_size = 12;
+    });
+    let ens = Ensemble::new(vec![&a.model, &b.model]);
+    let sources = &a.sources;
+    for beam in [1, 4] {
+        let cfg = decode(beam);
+        let together = best(&search::decode(&ens, sources, &cfg, common::device()).unwrap());
+        let only_a = best(&search::decode(&a.model, sources, &cfg, common::device()).unwrap());
+        assert!(
+            together
+                .iter()
+                .zip(&only_a)
+                .any(|(x, y)| x.score != y.score),
+            "beam {beam}: the ensemble scores exactly as its first model"
+        );
+        for (i, s) in sources.iter().enumerate() {
+            let alone = best(
+                &search::decode(&ens, std::slice::from_ref(s), &cfg, common::device()).unwrap(),
+            );
+            assert_eq!(
+                alone[0].tokens, together[i].tokens,
+                "beam {beam}, sentence {i}"
+            );
+            assert!((alone[0].score - together[i].score).abs() < 1e-4);
+        }
+        for (c, chunk) in sources.chunks(5).enumerate() {
+            let part = best(&search::decode(&ens, chunk, &cfg, common::device()).unwrap());
+            for (j, h) in part.iter().enumerate() {
+                assert_eq!(
+                    h.tokens,
+                    together[c * 5 + j].tokens,
+                    "beam {beam}, batch of 5"
+                );
+            }
         }
     }
 }

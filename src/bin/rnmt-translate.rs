@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rnmt::alignment::Alignment;
 use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
 use rnmt::device::{describe, parse_device, set_threads};
 use rnmt::precision::Precision;
-use rnmt::translate::{stream, StreamOptions, Translator};
+use rnmt::translate::{stream_with, StreamOptions, Translation, Translator};
 
 /// Translate one sentence per line: exactly one output line per input line, in order.
 ///
@@ -19,9 +20,11 @@ use rnmt::translate::{stream, StreamOptions, Translator};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Model directory written by rnmt-train.
-    #[arg(long, short)]
-    model: PathBuf,
+    /// Model directory written by rnmt-train. Give it more than once for an ensemble: each
+    /// token is scored by the mean of the models' log-probabilities (the models must share
+    /// their tokenizer).
+    #[arg(long, short, required = true)]
+    model: Vec<PathBuf>,
     /// Read from this file instead of stdin.
     #[arg(long, short)]
     input: Option<PathBuf>,
@@ -36,6 +39,14 @@ struct Args {
     /// Print `score<TAB>translation` (score: log-probability of the translation).
     #[arg(long)]
     scores: bool,
+    /// Write the attention weights of every best translation to this file, one JSON object
+    /// per input line: {"line", "source", "target", "attention": [target x source]}.
+    #[arg(long, value_name = "FILE")]
+    attention: Option<PathBuf>,
+    /// Write one attention heatmap per input line (not for empty lines) into this
+    /// directory, as LINE.svg (line numbers from 1, six digits: 000001.svg).
+    #[arg(long, value_name = "DIR")]
+    attention_svg: Option<PathBuf>,
     /// Most sentences translated together.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -65,14 +76,52 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Where `--attention` and `--attention-svg` write.
+struct AttentionSinks {
+    json: Option<(PathBuf, AtomicFile)>,
+    svg_dir: Option<PathBuf>,
+}
+
+impl AttentionSinks {
+    /// The attention of the best hypothesis of input line `line` (1-based); an empty line
+    /// has none: `{"line": N, "source": [], "target": [], "attention": []}` and no picture.
+    fn write(&mut self, line: usize, tr: &Translation) -> rnmt::error::Result<()> {
+        let empty = Alignment {
+            source: vec![],
+            target: vec![],
+            attention: vec![],
+        };
+        let best = tr.attention.first();
+        if let Some((path, f)) = &mut self.json {
+            let text = best.unwrap_or(&empty).to_json_line(line)?;
+            writeln!(f, "{text}").map_err(|e| rnmt::error::Error::io(path, e))?;
+        }
+        if let (Some(dir), Some(a)) = (&self.svg_dir, best) {
+            let path = dir.join(format!("{line:06}.svg"));
+            rnmt::atomic::write_atomic(&path, rnmt::plot::heatmap::heatmap_svg(a)?.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
 fn run(a: Args) -> Result<()> {
     let start = Instant::now();
-    if let (Some(i), Some(o)) = (&a.input, &a.output) {
-        if same_file(i, o) {
+    for (name, path) in [("--output", &a.output), ("--attention", &a.attention)] {
+        if let (Some(i), Some(o)) = (&a.input, path) {
+            if same_file(i, o) {
+                bail!(
+                    "{name} {} is the input file {}: writing it would destroy the input; choose another output file",
+                    o.display(),
+                    i.display()
+                );
+            }
+        }
+    }
+    if let (Some(o), Some(att)) = (&a.output, &a.attention) {
+        if o == att || same_file(o, att) {
             bail!(
-                "--output {} is the input file {}: writing it would destroy the input; choose another output file",
-                o.display(),
-                i.display()
+                "--attention {} is also the --output file; choose another file",
+                att.display()
             );
         }
     }
@@ -81,18 +130,40 @@ fn run(a: Args) -> Result<()> {
     a.precision.check(device)?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
+        attention: a.attention.is_some() || a.attention_svg.is_some(),
         ..a.decode.clone()
     };
-    let mut translator = Translator::load(&a.model, device, decode)?;
+    let mut translator = Translator::load_ensemble(&a.model, device, decode)?;
     translator.precision = a.precision;
+    if translator.decode.attention && !translator.has_attention() {
+        return Err(rnmt::error::Error::NoAttention)
+            .with_context(|| format!("--attention: {}", a.model[0].display()));
+    }
     if a.verbose {
         eprintln!(
-            "rnmt-translate: model loaded in {:.2}s on {} ({})",
+            "rnmt-translate: {} loaded in {:.2}s on {} ({})",
+            if a.model.len() > 1 {
+                format!("ensemble of {} models", a.model.len())
+            } else {
+                "model".to_string()
+            },
             start.elapsed().as_secs_f64(),
             describe(device),
             a.precision
         );
     }
+    if let Some(dir) = &a.attention_svg {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--attention-svg: creating {}", dir.display()))?;
+    }
+    let mut sinks = AttentionSinks {
+        json: match &a.attention {
+            Some(p) => Some((p.clone(), AtomicFile::create(p).context("--attention")?)),
+            None => None,
+        },
+        svg_dir: a.attention_svg.clone(),
+    };
+    let mut each = |line: usize, tr: &Translation| sinks.write(line, tr);
     let opts = StreamOptions {
         batch_size: a.batch_size,
         lossy_utf8: a.lossy_utf8,
@@ -112,23 +183,28 @@ fn run(a: Args) -> Result<()> {
     let stats = match &a.input {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            stream(
+            stream_with(
                 &translator,
                 BufReader::new(f),
                 &p.display().to_string(),
                 out,
                 &opts,
+                &mut each,
             )?
         }
-        None => stream(
+        None => stream_with(
             &translator,
             BufReader::new(std::io::stdin()),
             "<stdin>",
             out,
             &opts,
+            &mut each,
         )?,
     };
     if let Some(f) = file {
+        f.commit()?;
+    }
+    if let Some((_, f)) = sinks.json {
         f.commit()?;
     }
     if a.verbose {

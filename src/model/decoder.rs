@@ -27,6 +27,10 @@ pub struct DecoderState {
     pub cell: Vec<Tensor>,
     /// The previous attentional vector `[batch, hidden]` (zeros before the first step).
     pub att_vector: Tensor,
+    /// The attention weights `[batch, src_len]` of the step that made this state (each row a
+    /// distribution over the source positions, zero at padding); `None` for the initial state
+    /// and for a decoder without attention.
+    pub attention: Option<Tensor>,
 }
 
 impl StepCache {
@@ -51,6 +55,7 @@ impl DecoderState {
                 .collect(),
             cell: self.cell.iter().map(|c| c.index_select(0, index)).collect(),
             att_vector: self.att_vector.index_select(0, index),
+            attention: self.attention.as_ref().map(|a| a.index_select(0, index)),
         }
     }
 }
@@ -177,6 +182,7 @@ impl Decoder {
             hidden: (0..n).map(|_| init.shallow_clone()).collect(),
             cell,
             att_vector: init.zeros_like(),
+            attention: None,
         }
     }
 
@@ -211,7 +217,8 @@ impl Decoder {
     ///   [`Decoder::prepare`])
     ///
     /// Returns the new state; its `att_vector [batch, hidden]` is what
-    /// [`Decoder::logits`] turns into word scores.
+    /// [`Decoder::logits`] turns into word scores, its `attention [batch, src_len]` the
+    /// step's attention weights (with attention).
     pub fn step(
         &self,
         emb_proj: &Tensor,
@@ -240,31 +247,40 @@ impl Decoder {
             }
         }
         let query = &hidden[hidden.len() - 1];
-        let att_vector = self
-            .attentional_vectors(&query.unsqueeze(1), enc)
-            .squeeze_dim(1);
+        let (att_vector, weights) = self.attentional_vectors(&query.unsqueeze(1), enc);
         DecoderState {
             hidden,
             cell,
-            att_vector,
+            att_vector: att_vector.squeeze_dim(1),
+            attention: weights.map(|w| w.squeeze_dim(1)),
         }
     }
 
     /// `a_t = tanh(W_c [q_t; context_t])` for top-layer states `query [batch, T, hidden]`:
-    /// `[batch, T, hidden]`.
-    fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> Tensor {
-        let context = match (&self.attention, &enc.keys) {
+    /// `([batch, T, hidden], attention weights [batch, T, src_len] or None without attention)`.
+    fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> (Tensor, Option<Tensor>) {
+        let (context, weights) = match (&self.attention, &enc.keys) {
             (Some(attention), Some(keys)) => {
-                attention.forward(query, keys, &enc.states, &enc.mask).0
+                let (c, w) = attention.forward(query, keys, &enc.states, &enc.mask);
+                (c, Some(w))
             }
-            _ => enc
-                .final_state
-                .unsqueeze(1)
-                .expand([-1, query.size()[1], -1], false),
+            _ => (
+                enc.final_state
+                    .unsqueeze(1)
+                    .expand([-1, query.size()[1], -1], false),
+                None,
+            ),
         };
-        self.att_vector
+        let att = self
+            .att_vector
             .forward(&Tensor::cat(&[query, &context], 2))
-            .tanh()
+            .tanh();
+        (att, weights)
+    }
+
+    /// Whether the decoder attends over the source (`model.decoder.attention` is not `none`).
+    pub fn has_attention(&self) -> bool {
+        self.attention.is_some()
     }
 
     /// Whether the recurrence reads only inputs known before decoding (no input feeding), so
@@ -318,7 +334,7 @@ impl Decoder {
                     .0
             }
         };
-        self.attentional_vectors(&top, enc)
+        self.attentional_vectors(&top, enc).0
     }
 
     /// Overwrites the output bias with `bias [tgt_vocab]`.

@@ -112,8 +112,15 @@ impl Seq2Seq {
             .initial_state(&self.bridge.forward(&enc.final_state))
     }
 
+    /// Whether the decoder attends over the source, so that [`Seq2Seq::step`]'s next state
+    /// carries the step's attention weights.
+    pub fn has_attention(&self) -> bool {
+        self.decoder.has_attention()
+    }
+
     /// One inference step: `prev [batch]` (int64, the previous token, `<s>` first) to
-    /// `(log_probs [batch, tgt_vocab], next state)`. No dropout.
+    /// `(log_probs [batch, tgt_vocab], next state)`; with attention the next state's
+    /// `attention [batch, src_len]` holds the step's weights. No dropout.
     pub fn step(
         &self,
         prev: &Tensor,

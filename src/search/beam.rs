@@ -10,22 +10,26 @@
 //!
 //! The encoder runs once per batch; its states and attention keys are expanded to the beam
 //! and reordered with the decoder state. The only host transfer per step is the `2K` best
-//! candidates per sentence, which the bookkeeping needs.
+//! candidates per sentence, which the bookkeeping needs (and, with
+//! [`DecodeConfig::attention`], the attention matrix of each hypothesis that ends).
 use tch::{Device, Kind, Tensor};
 
-use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis};
+use super::alignment::AttentionHistory;
+use super::{
+    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
-use crate::model::Seq2Seq;
 use crate::tokenizer::{BOS_ID, EOS_ID};
 
 /// Beam search over `sources` (subword ids without `</s>`); up to `n_best` hypotheses per
 /// source, best (highest normalized score) first.
 ///
 /// Every hypothesis ends at its length bound whatever the scores are; a NaN or infinite score
-/// (a broken model) is [`Error::NonFiniteScores`], never a loop.
-pub fn beam_search(
-    model: &Seq2Seq,
+/// (a broken model) is [`Error::NonFiniteScores`], never a loop. With
+/// [`DecodeConfig::attention`] each hypothesis carries its attention matrix.
+pub fn beam_search<M: StepModel + ?Sized>(
+    model: &M,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
@@ -37,8 +41,9 @@ pub fn beam_search(
     let expand: Vec<i64> = (0..n as i64)
         .flat_map(|s| std::iter::repeat_n(s, k))
         .collect();
-    let mut enc = enc.index_select(&Tensor::from_slice(&expand).to_device(device));
+    let mut enc = model.select_encoded(&enc, &Tensor::from_slice(&expand).to_device(device));
     let mut state = model.initial_state(&enc);
+    let mut attention = cfg.attention.then(AttentionHistory::default);
     // All beams start identical: only beam 0 may extend at the first step.
     let first: Vec<f32> = (0..n * k)
         .map(|r| if r % k == 0 { 0.0 } else { f32::NEG_INFINITY })
@@ -50,7 +55,14 @@ pub fn beam_search(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); n];
     let mut t = 0;
     while !active.is_empty() {
-        let (mut log_probs, next) = model.step(&prev, &state, &enc);
+        let Step {
+            mut log_probs,
+            state: next,
+            attention: weights,
+        } = model.step(&prev, &state, &enc);
+        if let Some(h) = &mut attention {
+            h.push(weights.as_ref())?;
+        }
         let vocab = log_probs.size()[1];
         let row_bounds: Vec<usize> = active
             .iter()
@@ -99,10 +111,15 @@ pub fn beam_search(
                     if rank < k && finished[s].len() < k {
                         let tokens = histories[row].clone();
                         let normalized = score as f64 / length_penalty(tokens.len() + 1, cfg.alpha);
+                        let matrix = match &attention {
+                            Some(h) => Some(h.matrix(row, sources[s].len() + 1)?),
+                            None => None,
+                        };
                         finished[s].push(Hypothesis {
                             tokens,
                             score: score as f64,
                             normalized,
+                            attention: matrix,
                         });
                     }
                 } else if extended < k {
@@ -151,13 +168,16 @@ pub fn beam_search(
             break;
         }
         let idx = Tensor::from_slice(&next_rows).to_device(device);
-        state = next.index_select(&idx);
+        state = model.select_state(&next, &idx);
+        if let Some(h) = &mut attention {
+            h.select(&idx);
+        }
         if still_active.len() != active.len() {
             let sentence_rows: Vec<i64> = next_rows
                 .iter()
                 .map(|&r| (r / k as i64) * k as i64)
                 .collect();
-            enc = enc.index_select(&Tensor::from_slice(&sentence_rows).to_device(device));
+            enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
         }
         prev = Tensor::from_slice(&next_tokens).to_device(device);
         scores = Tensor::from_slice(&next_scores).to_device(device);

@@ -1,18 +1,21 @@
 //! Batched greedy search: the most probable next token at every step.
 use tch::{Device, Kind, Tensor};
 
-use super::{apply_length_rules, encode_sources, host, length_penalty, Hypothesis};
+use super::alignment::AttentionHistory;
+use super::{
+    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
-use crate::model::Seq2Seq;
 use crate::tokenizer::{BOS_ID, EOS_ID};
 
 /// Greedy search over `sources` (subword ids without `</s>`); one hypothesis each, in order.
 ///
 /// Every output ends at its length bound whatever the scores are; a NaN or infinite score
-/// (a broken model) is [`Error::NonFiniteScores`], never a loop.
-pub fn greedy_search(
-    model: &Seq2Seq,
+/// (a broken model) is [`Error::NonFiniteScores`], never a loop. With
+/// [`DecodeConfig::attention`] each hypothesis carries its attention matrix.
+pub fn greedy_search<M: StepModel + ?Sized>(
+    model: &M,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
@@ -26,9 +29,17 @@ pub fn greedy_search(
     let mut done: Vec<Option<Hypothesis>> = vec![None; n];
     let mut scores = Tensor::zeros([n as i64], (Kind::Float, device));
     let mut prev = Tensor::full([n as i64], BOS_ID as i64, (Kind::Int64, device));
+    let mut attention = cfg.attention.then(AttentionHistory::default);
     let mut t = 0;
     while !active.is_empty() {
-        let (mut log_probs, next) = model.step(&prev, &state, &enc);
+        let Step {
+            mut log_probs,
+            state: next,
+            attention: weights,
+        } = model.step(&prev, &state, &enc);
+        if let Some(h) = &mut attention {
+            h.push(weights.as_ref())?;
+        }
         let row_bounds: Vec<usize> = active.iter().map(|&s| bounds[s]).collect();
         apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
         // Rank `scores + log_probs`, the same float sums beam search ranks, and take the
@@ -48,10 +59,15 @@ pub fn greedy_search(
                 let len = tokens[s].len() + 1;
                 let score = host_scores[r] as f64;
                 let normalized = score / length_penalty(len, cfg.alpha);
+                let matrix = match &attention {
+                    Some(h) => Some(h.matrix(r, sources[s].len() + 1)?),
+                    None => None,
+                };
                 done[s] = Some(Hypothesis {
                     tokens: std::mem::take(&mut tokens[s]),
                     score,
                     normalized,
+                    attention: matrix,
                 });
             } else {
                 tokens[s].push(tok);
@@ -64,8 +80,11 @@ pub fn greedy_search(
             prev = choice;
         } else if !keep.is_empty() {
             let idx = Tensor::from_slice(&keep).to_device(device);
-            state = next.index_select(&idx);
-            enc = enc.index_select(&idx);
+            state = model.select_state(&next, &idx);
+            enc = model.select_encoded(&enc, &idx);
+            if let Some(h) = &mut attention {
+                h.select(&idx);
+            }
             prev = choice.index_select(0, &idx);
             scores = scores.index_select(0, &idx);
             active = keep.iter().map(|&r| active[r as usize]).collect();
@@ -80,6 +99,7 @@ pub fn greedy_search(
                 tokens: vec![],
                 score: 0.0,
                 normalized: 0.0,
+                attention: None,
             })
         })
         .collect())

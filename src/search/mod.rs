@@ -2,26 +2,33 @@
 //!
 //! Both searches are batched: many sentences are decoded together, and a sentence that
 //! finishes leaves the active batch (its rows are dropped from the encoder output and decoder
-//! state) without stopping the others. They talk to the model only through
-//! [`Seq2Seq::encode`], [`Seq2Seq::initial_state`] and [`Seq2Seq::step`].
+//! state) without stopping the others. They talk to the model only through the three calls
+//! of [`StepModel`] (encode, initial state, step), so a single [`crate::model::Seq2Seq`] and
+//! an [`crate::ensemble::Ensemble`] decode alike.
+//!
+//! With [`DecodeConfig::attention`] every hypothesis also carries its attention matrix
+//! `[target tokens + </s>][source tokens + </s>]`, collected on the device along with the
+//! search and copied to the host once per finished hypothesis.
 //!
 //! Length: a hypothesis may not end before `min_len` tokens, and at the bound
 //! [`DecodeConfig::max_output_len`] it must end: `</s>` is forced there (as fairseq does), so
 //! every output ends with `</s>` and its score is exactly the model's log-probability of the
 //! output, `</s>` included.
+mod alignment;
 pub mod beam;
 pub mod greedy;
+pub mod step_model;
 
 use tch::{Device, Tensor};
 
 use crate::batch::{pad, source_ids};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
-use crate::model::{EncoderOutput, Seq2Seq};
 use crate::tokenizer::EOS_ID;
 
 pub use beam::beam_search;
 pub use greedy::greedy_search;
+pub use step_model::{Step, StepModel};
 
 /// One output sentence.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +40,10 @@ pub struct Hypothesis {
     /// `score` divided by the GNMT length penalty `((5 + len) / 6)^alpha`, `len` counting
     /// `</s>`; beam search ranks by it.
     pub normalized: f64,
+    /// With [`DecodeConfig::attention`]: the attention weights, one row per output token
+    /// (`tokens` then `</s>`), one column per source token (the source's `</s>` last); every
+    /// row sums to 1. `None` otherwise.
+    pub attention: Option<Vec<Vec<f32>>>,
 }
 
 /// GNMT length penalty (Wu et al. 2016).
@@ -44,13 +55,17 @@ pub fn length_penalty(len: usize, alpha: f64) -> f64 {
 /// beam search. Returns up to `n_best` hypotheses per source, best first.
 ///
 /// Decoding always ends: every output stops at its length bound, and a model whose scores
-/// are NaN or infinite gives [`Error::NonFiniteScores`].
-pub fn decode(
-    model: &Seq2Seq,
+/// are NaN or infinite gives [`Error::NonFiniteScores`]. [`DecodeConfig::attention`] with a
+/// model without attention is [`Error::NoAttention`].
+pub fn decode<M: StepModel + ?Sized>(
+    model: &M,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    if cfg.attention && !model.has_attention() {
+        return Err(Error::NoAttention);
+    }
     if sources.is_empty() {
         return Ok(vec![]);
     }
@@ -75,16 +90,16 @@ fn host<T: tch::kind::Element + Copy>(t: &Tensor, what: &str) -> Result<Vec<T>> 
 }
 
 /// Encodes a batch of sources; returns the encoder output and each sentence's output bound.
-fn encode_sources(
-    model: &Seq2Seq,
+fn encode_sources<M: StepModel + ?Sized>(
+    model: &M,
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
     device: Device,
-) -> (EncoderOutput, Vec<usize>) {
+) -> (M::Encoded, Vec<usize>) {
     let rows: Vec<Vec<i64>> = sources.iter().map(|s| source_ids(s)).collect();
     let lengths: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
     let src = pad(&rows, device);
-    let enc = model.encode(&src, &lengths, false);
+    let enc = model.encode(&src, &lengths);
     let bounds = sources
         .iter()
         .map(|s| cfg.max_output_len(s.len()))
