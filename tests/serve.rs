@@ -170,6 +170,34 @@ fn translates_with_opennmt_shapes_like_rnmt_translate() {
         assert!((s - score).abs() < 1e-3, "sentence {i}: {s} vs {score}");
     }
 
+    // Attention on request: per translation, rows are distributions over the source tokens.
+    let (status, v) = json(
+        addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file.", "attention": true}, {"src": "Print the page.", "attention": true}]"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    for item in v[0].as_array().unwrap() {
+        let a = &item["attention"];
+        let (src, tgt) = (
+            a["source"].as_array().unwrap(),
+            a["target"].as_array().unwrap(),
+        );
+        let rows = a["attention"].as_array().unwrap();
+        assert_eq!(rows.len(), tgt.len(), "{a}");
+        for r in rows {
+            let r = r.as_array().unwrap();
+            assert_eq!(r.len(), src.len());
+            let sum: f64 = r.iter().map(|x| x.as_f64().unwrap()).sum();
+            assert!((sum - 1.0).abs() < 1e-4, "row sums to {sum}");
+        }
+    }
+    assert!(
+        v[0][0].get("attention").is_some() && got[0][0].get("attention").is_none(),
+        "attention only when asked for"
+    );
+
     // Per-request beam size and n-best: n_best lists, ranked.
     let (status, v) = json(
         addr,
@@ -448,10 +476,11 @@ fn the_web_page_shows_the_translation_in_a_browser() {
     let server = start(&[tiny_model()], &[]);
     let (_, page) = http(server.addr, "GET", "/", b"");
     let page = String::from_utf8(page).unwrap();
+    // Nothing from outside: the only absolute URL is the SVG namespace name (not fetched).
+    assert!(page.contains("<title>rnmt</title>"));
+    let outside = page.replace("\"http://www.w3.org/2000/svg\"", "");
     assert!(
-        page.contains("<title>rnmt</title>")
-            && !page.contains("http://")
-            && !page.contains("https://"),
+        !outside.contains("http://") && !outside.contains("https://") && !outside.contains("//cdn"),
         "the page must load nothing from outside"
     );
     let (_, v) = json(
@@ -507,4 +536,36 @@ fn the_web_page_shows_the_translation_in_a_browser() {
     if let Some(keep) = std::env::var_os("RNMT_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+#[test]
+fn attention_from_a_model_without_it_is_a_400() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    train_ok(
+        tmp.path(),
+        &model,
+        &["--max-steps", "2", "--set", "model.decoder.attention=none"],
+    );
+    let server = start(&[&model], &[]);
+    let (_, models) = json(server.addr, "GET", "/translator/models", b"");
+    assert_eq!(models[0]["attention"], false);
+    let (status, v) = json(
+        server.addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file.", "attention": true}]"#,
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("has no attention"),
+        "{v}"
+    );
+    let (status, _) = json(
+        server.addr,
+        "POST",
+        "/translator/translate",
+        br#"[{"src": "Open the file."}]"#,
+    );
+    assert_eq!(status, 200);
 }

@@ -90,6 +90,7 @@ fn run(a: Args) -> Result<()> {
         defaults: SearchOptions {
             beam: a.decode.beam,
             n_best: 1,
+            attention: false,
         },
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -8,10 +8,14 @@
 //! ```
 //!
 //! The outer list has one list per rank of the n-best (`n_best` lists), each with one entry per
-//! input sentence in order. rnmt adds optional per-sentence fields `beam_size` and `n_best`
-//! (the same for every sentence of a request). Errors are `{"error": "..."}` with a 4xx or 5xx
-//! status.
+//! input sentence in order. rnmt adds optional per-sentence fields `beam_size`, `n_best` and
+//! `attention` (the same for every sentence of a request); with `"attention": true` every
+//! translation carries its attention weights (source and target subword tokens and the
+//! `[target][source]` matrix, rows summing to 1). Errors are `{"error": "..."}` with a 4xx or
+//! 5xx status.
 use serde::{Deserialize, Serialize};
+
+use crate::alignment::Alignment;
 
 /// One input sentence.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +28,8 @@ pub struct SourceItem {
     pub beam_size: Option<usize>,
     #[serde(default)]
     pub n_best: Option<usize>,
+    #[serde(default)]
+    pub attention: Option<bool>,
 }
 
 /// One translation in the response.
@@ -34,6 +40,9 @@ pub struct TargetItem {
     pub n_best: usize,
     /// Log-probability of `tgt` (length-penalized beam score as in `rnmt-translate --scores`).
     pub pred_score: f64,
+    /// With `"attention": true`: the attention of this translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Alignment>,
 }
 
 /// An error response body.
@@ -47,6 +56,8 @@ pub struct ErrorBody {
 pub struct SearchOptions {
     pub beam: usize,
     pub n_best: usize,
+    /// Return the attention weights of every translation.
+    pub attention: bool,
 }
 
 /// Bounds on what one request may ask for.
@@ -158,12 +169,13 @@ pub fn check_request(
         if item.id.unwrap_or(models[0]) != model
             || item.beam_size != first.beam_size
             || item.n_best != first.n_best
+            || item.attention != first.attention
         {
             return Err(Rejection::new(
                 400,
                 format!(
                     "sentence {i}: every sentence of a request must name the same model, \
-                     beam_size and n_best"
+                     beam_size, n_best and attention"
                 ),
             ));
         }
@@ -195,11 +207,24 @@ pub fn check_request(
             format!("n_best {n_best}: use 1 to beam_size ({beam})"),
         ));
     }
+    let attention = first.attention.unwrap_or(false);
     Ok(Checked {
         model,
         sentences: items.into_iter().map(|i| i.src).collect(),
-        options: SearchOptions { beam, n_best },
+        options: SearchOptions {
+            beam,
+            n_best,
+            attention,
+        },
     })
+}
+
+/// One hypothesis of a sentence: translation, score and (when asked for) attention.
+#[derive(Debug, Clone)]
+pub struct Hypothesis {
+    pub text: String,
+    pub score: f64,
+    pub attention: Option<Alignment>,
 }
 
 /// Arranges translations in OpenNMT-py's response shape: `n_best` lists, list `k` holding the
@@ -207,7 +232,7 @@ pub fn check_request(
 /// translations with score 0, so every list has one entry per sentence.
 pub fn response(
     sentences: &[String],
-    hypotheses: &[Vec<(String, f64)>],
+    hypotheses: &[Vec<Hypothesis>],
     n_best: usize,
 ) -> Vec<Vec<TargetItem>> {
     (0..n_best)
@@ -216,12 +241,13 @@ pub fn response(
                 .iter()
                 .zip(hypotheses)
                 .map(|(src, hyps)| {
-                    let (tgt, score) = hyps.get(k).cloned().unwrap_or((String::new(), 0.0));
+                    let h = hyps.get(k);
                     TargetItem {
                         src: src.clone(),
-                        tgt,
+                        tgt: h.map(|h| h.text.clone()).unwrap_or_default(),
                         n_best,
-                        pred_score: score,
+                        pred_score: h.map_or(0.0, |h| h.score),
+                        attention: h.and_then(|h| h.attention.clone()),
                     }
                 })
                 .collect()
@@ -233,7 +259,11 @@ pub fn response(
 mod tests {
     use super::*;
 
-    const DEFAULTS: SearchOptions = SearchOptions { beam: 5, n_best: 1 };
+    const DEFAULTS: SearchOptions = SearchOptions {
+        beam: 5,
+        n_best: 1,
+        attention: false,
+    };
 
     fn check(body: &str) -> Result<Checked, Rejection> {
         check_request(body.as_bytes(), &Limits::default(), &[100, 7], DEFAULTS)
@@ -245,8 +275,10 @@ mod tests {
         assert_eq!(c.model, 100);
         assert_eq!(c.sentences, ["a b", ""]);
         assert_eq!(c.options, DEFAULTS);
-        let c = check(r#"[{"src": "x", "id": 7, "beam_size": 3, "n_best": 2}]"#).unwrap();
+        let c = check(r#"[{"src": "x", "id": 7, "beam_size": 3, "n_best": 2, "attention": true}]"#)
+            .unwrap();
         assert_eq!((c.model, c.options.beam, c.options.n_best), (7, 3, 2));
+        assert!(c.options.attention);
         // No id: the first model.
         assert_eq!(check(r#"[{"src": "x"}]"#).unwrap().model, 100);
     }
@@ -286,10 +318,12 @@ mod tests {
     #[test]
     fn response_has_one_list_per_rank() {
         let sentences = vec!["a".to_string(), String::new()];
-        let hyps = vec![
-            vec![("A".to_string(), -1.0), ("B".to_string(), -2.0)],
-            vec![],
-        ];
+        let h = |text: &str, score| Hypothesis {
+            text: text.to_string(),
+            score,
+            attention: None,
+        };
+        let hyps = vec![vec![h("A", -1.0), h("B", -2.0)], vec![]];
         let r = response(&sentences, &hyps, 2);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0][0].tgt, "A");

@@ -123,6 +123,16 @@ async fn translate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     else {
         return error(404, format!("no model with id {}", checked.model));
     };
+    if checked.options.attention && !worker.info.attention {
+        return error(
+            400,
+            format!(
+                "model {} has no attention (model.decoder.attention = none): \
+                 it cannot return attention weights",
+                checked.model
+            ),
+        );
+    }
     let (reply, answer) = oneshot::channel();
     let job = Job {
         sentences: checked.sentences.clone(),

@@ -12,14 +12,14 @@ use std::thread::JoinHandle;
 use tch::Device;
 use tokio::sync::oneshot;
 
-use super::api::SearchOptions;
+use super::api::{Hypothesis, SearchOptions};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::translate::{next_batch, Translator};
 
-/// `(translation, score)` best first, for each sentence of a job.
-pub type Hypotheses = Vec<Vec<(String, f64)>>;
+/// The hypotheses, best first, of each sentence of a job.
+pub type Hypotheses = Vec<Vec<Hypothesis>>;
 
 /// One request's sentences, answered through `reply`.
 pub struct Job {
@@ -40,6 +40,8 @@ pub struct ModelInfo {
     pub src_vocab: usize,
     pub tgt_vocab: usize,
     pub beam: usize,
+    /// Whether the model has attention (requests may ask for its weights).
+    pub attention: bool,
 }
 
 /// How to start a worker.
@@ -106,6 +108,7 @@ impl Worker {
                             src_vocab: t.loaded.config.model.src_vocab,
                             tgt_vocab: t.loaded.config.model.tgt_vocab,
                             beam: config.decode.beam,
+                            attention: t.has_attention(),
                         };
                         let _ = ready_tx.send(Ok(info));
                         t
@@ -165,6 +168,7 @@ fn serve_jobs(mut translator: Translator, rx: Receiver<Job>, batch_size: usize) 
         for (options, jobs) in groups {
             translator.decode.beam = options.beam;
             translator.decode.n_best = options.n_best;
+            translator.decode.attention = options.attention;
             let texts: Vec<&str> = jobs
                 .iter()
                 .flat_map(|j| j.sentences.iter().map(String::as_str))
@@ -179,7 +183,17 @@ fn serve_jobs(mut translator: Translator, rx: Receiver<Job>, batch_size: usize) 
                         let mine: Hypotheses = all
                             .by_ref()
                             .take(job.sentences.len())
-                            .map(|t| t.hypotheses)
+                            .map(|t| {
+                                let mut attention = t.attention.into_iter();
+                                t.hypotheses
+                                    .into_iter()
+                                    .map(|(text, score)| Hypothesis {
+                                        text,
+                                        score,
+                                        attention: attention.next(),
+                                    })
+                                    .collect()
+                            })
                             .collect();
                         let _ = job.reply.send(Ok(mine));
                     }
