@@ -4,13 +4,13 @@
 #
 #   1. trains two models that differ only in --seed, STEPS updates each, validating every
 #      VALID updates and keeping the last K validated checkpoints (train.keep_checkpoints);
-#   2. averages the last K checkpoints of the first model (rnmt-average --last K);
+#   2. averages the last N checkpoints of each model for every N in AVG (rnmt-average --last N);
 #   3. translates the test set with beam 5 and scores it (rnmt-bleu, BLEU and chrF) for:
-#      each model's best checkpoint, its last checkpoint, the average of its last K
+#      each model's best checkpoint, its last checkpoint, the averages of its last N
 #      checkpoints, and the ensemble of both models' best checkpoints.
 #
-#   scripts/bench-tools.sh                 # STEPS=600 VALID=100 K=5 SEEDS="42 7"
-#   STEPS=3000 K=8 scripts/bench-tools.sh
+#   scripts/bench-tools.sh                 # STEPS=600 VALID=100 K=5 AVG="2 3 5" SEEDS="42 7"
+#   STEPS=1500 scripts/bench-tools.sh      # resumes both models to 1500 updates
 #
 # Re-running resumes the trainings (a finished one does nothing) and re-scores.
 set -euo pipefail
@@ -19,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-600}
 VALID=${VALID:-100}
 K=${K:-5}
+AVG=(${AVG:-2 3 $K})
 SEEDS=(${SEEDS:-42 7})
 CORPUS=${CORPUS:-lohelp.en-fr}
 OUT=${OUT:-runs/bench-tools}
@@ -40,14 +41,14 @@ for seed in "${SEEDS[@]}"; do
         --set train.valid_every="$VALID" --set train.keep_checkpoints="$K" 2>&1 | tail -4
 done
 
-first=${dirs[0]}
-avg=$OUT/seed${SEEDS[0]}-avg$K
-last=$OUT/seed${SEEDS[0]}-last
-rm -rf "$avg" "$last"
-$bin/rnmt-average --last "$K" --output "$avg" "$first"
-# The last checkpoint alone, as a model directory (an "average" of one).
-newest=$(ls "$first/checkpoints" | sort | tail -1)
-$bin/rnmt-average --output "$last" "$first/checkpoints/$newest"
+for i in "${!SEEDS[@]}"; do
+    dir=${dirs[$i]}
+    for n in 1 "${AVG[@]}"; do
+        # N = 1: the last checkpoint alone, as a model directory.
+        rm -rf "$dir-avg$n"
+        $bin/rnmt-average --last "$n" --output "$dir-avg$n" "$dir"
+    done
+done
 
 score() { # NAME MODEL_ARGS...
     local name=$1; shift
@@ -59,17 +60,24 @@ score() { # NAME MODEL_ARGS...
 }
 
 {
-    echo "STEPS=$STEPS VALID=$VALID K=$K SEEDS=${SEEDS[*]} corpus=$CORPUS, test set beam 5, $(date -u +%F)"
+    echo "STEPS=$STEPS VALID=$VALID K=$K AVG=${AVG[*]} SEEDS=${SEEDS[*]} corpus=$CORPUS, test set beam 5, $(date -u +%F)"
     echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+    echo
+    for i in "${!SEEDS[@]}"; do
+        echo "seed ${SEEDS[$i]}: checkpoints $(ls "${dirs[$i]}/checkpoints" | sed 's/step-0*//; s/.safetensors//' | tr '\n' ' ')"
+    done
     echo
     echo "| system | test BLEU | test chrF |"
     echo "|---|---|---|"
 } > "$OUT/results.md"
 for i in "${!SEEDS[@]}"; do
-    score "seed${SEEDS[$i]}-best" --model "${dirs[$i]}"
+    dir=${dirs[$i]}
+    score "seed${SEEDS[$i]}-best" --model "$dir"
+    score "seed${SEEDS[$i]}-last-checkpoint" --model "$dir-avg1"
+    for n in "${AVG[@]}"; do
+        score "seed${SEEDS[$i]}-average-of-last-$n" --model "$dir-avg$n"
+    done
 done
-score "seed${SEEDS[0]}-last-checkpoint" --model "$last"
-score "seed${SEEDS[0]}-average-of-last-$K" --model "$avg"
 ens_args=()
 for d in "${dirs[@]}"; do ens_args+=(--model "$d"); done
 score "ensemble-of-${#dirs[@]}-best" "${ens_args[@]}"
