@@ -2,6 +2,33 @@
 use tch::Device;
 
 use crate::error::{Error, Result};
+use crate::precision::Precision;
+
+/// Where and how the binaries compute: `--device`, `--threads`, `--precision`, flattened into
+/// each binary's command line (the defaults live here only).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch threads (default: one per physical core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// fp32, or bf16 (autocast for the forward passes; weights, gradients and Adam stay
+    /// float32; CUDA only).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+}
+
+impl DeviceArgs {
+    /// Sets the threads, parses the device and checks the precision on it.
+    pub fn apply(&self) -> Result<Device> {
+        set_threads(self.threads);
+        let device = parse_device(&self.device)?;
+        self.precision.check(device)?;
+        Ok(device)
+    }
+}
 
 /// Parses `auto` (CUDA when libtorch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use rnmt::config::DecodeConfig;
-use rnmt::device::{parse_device, set_threads};
-use rnmt::precision::Precision;
+use rnmt::device::DeviceArgs;
 use rnmt::serve::api::{Limits, SearchOptions};
 use rnmt::serve::worker::{Worker, WorkerConfig};
 use rnmt::serve::{router, App};
@@ -47,21 +46,12 @@ struct Args {
     /// Largest beam_size a request may ask for.
     #[arg(long, default_value_t = Limits::default().max_beam)]
     max_beam: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// libtorch threads (default: one per physical core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// fp32, or bf16 (autocast; CUDA only).
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    #[command(flatten)]
+    dev: DeviceArgs,
 }
 
 fn run(a: Args) -> Result<()> {
-    set_threads(a.threads);
-    let device = parse_device(&a.device)?;
-    a.precision.check(device)?;
+    let device = a.dev.apply()?;
     a.decode.validate()?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
@@ -72,7 +62,7 @@ fn run(a: Args) -> Result<()> {
             id: 100 + i as u64,
             dir: dir.clone(),
             device,
-            precision: a.precision,
+            precision: a.dev.precision,
             decode: a.decode.clone(),
             batch_size: a.batch_size,
             queue: a.queue,

@@ -16,9 +16,8 @@ use rnmt::checkpoint;
 use rnmt::config::{resume_config, Change, Config, Stated};
 use rnmt::corpus::{CorpusSource, DelimitedFormat};
 use rnmt::data::{prepare, DataSpec};
-use rnmt::device::{describe, parse_device, set_threads};
+use rnmt::device::{describe, parse_device, set_threads, DeviceArgs};
 use rnmt::distributed::{Backend, Launch, ProcessGroup};
-use rnmt::precision::Precision;
 use rnmt::train::{human_duration, Trainer};
 
 /// Train an attentional encoder-decoder (bidirectional LSTM encoder, GRU decoder).
@@ -78,15 +77,8 @@ struct Args {
     /// Seed for data order, initialization and dropout.
     #[arg(long)]
     seed: Option<u64>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// libtorch threads (default: one per physical core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// fp32, or bf16 (autocast for the forward passes, float32 weights and Adam; CUDA only).
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    #[command(flatten)]
+    dev: DeviceArgs,
     /// Data-parallel runs (under torchrun): auto (NCCL for CUDA when built with it, else
     /// Gloo), gloo or nccl.
     #[arg(long, default_value = "auto")]
@@ -172,14 +164,14 @@ struct Bootstrap {
 
 fn run(a: Args) -> Result<()> {
     let started = Instant::now();
-    set_threads(a.threads);
+    set_threads(a.dev.threads);
     let launch = Launch::from_env()?;
-    let mut device = parse_device(&a.device)?;
-    if let (Some(l), "auto", tch::Device::Cuda(_)) = (&launch, a.device.as_str(), device) {
+    let mut device = parse_device(&a.dev.device)?;
+    if let (Some(l), "auto", tch::Device::Cuda(_)) = (&launch, a.dev.device.as_str(), device) {
         // One GPU per process on a machine.
         device = parse_device(&format!("cuda:{}", l.local_rank))?;
     }
-    a.precision.check(device)?;
+    a.dev.precision.check(device)?;
     let group = match &launch {
         Some(l) => {
             let backend = Backend::parse(&a.dist_backend, device)?;
@@ -218,7 +210,7 @@ fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     let mut trainer = Trainer::with_group(boot.config, &scratch.0, device, &data, &STOP, Some(g))?;
     trainer.set_verbose(false);
-    trainer.set_precision(a.precision)?;
+    trainer.set_precision(a.dev.precision)?;
     trainer.run()?;
     Ok(())
 }
@@ -274,12 +266,12 @@ fn leader(
     let mut trainer = Trainer::with_group(config, &a.model_dir, device, &data, &STOP, group)?;
     trainer.apply_changes(changes.as_deref().unwrap_or_default());
     trainer.set_verbose(!a.quiet);
-    trainer.set_precision(a.precision)?;
+    trainer.set_precision(a.dev.precision)?;
     say(&format!(
         "model: {} parameters on {} ({}); {} training pairs; {}{}",
         trainer.parameter_count(),
         describe(device),
-        a.precision,
+        a.dev.precision,
         data.train.len(),
         if resuming {
             format!("resuming at step {}", trainer.state().step)

@@ -9,8 +9,7 @@ use clap::Parser;
 use rnmt::alignment::Alignment;
 use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
-use rnmt::device::{describe, parse_device, set_threads};
-use rnmt::precision::Precision;
+use rnmt::device::{describe, DeviceArgs};
 use rnmt::translate::{stream_with, StreamOptions, Translation, Translator};
 
 /// Translate one sentence per line: exactly one output line per input line, in order.
@@ -53,15 +52,8 @@ struct Args {
     /// Replace invalid UTF-8 with U+FFFD (warning on stderr) instead of stopping.
     #[arg(long)]
     lossy_utf8: bool,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// libtorch threads (default: one per physical core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// fp32, or bf16 (autocast; CUDA only).
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    #[command(flatten)]
+    dev: DeviceArgs,
     /// Print timing (load time, time to first translation, sentences/s) on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -125,16 +117,14 @@ fn run(a: Args) -> Result<()> {
             );
         }
     }
-    set_threads(a.threads);
-    let device = parse_device(&a.device)?;
-    a.precision.check(device)?;
+    let device = a.dev.apply()?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
         attention: a.attention.is_some() || a.attention_svg.is_some(),
         ..a.decode.clone()
     };
     let mut translator = Translator::load_ensemble(&a.model, device, decode)?;
-    translator.precision = a.precision;
+    translator.precision = a.dev.precision;
     if translator.decode.attention && !translator.has_attention() {
         return Err(rnmt::error::Error::NoAttention)
             .with_context(|| format!("--attention: {}", a.model[0].display()));
@@ -149,7 +139,7 @@ fn run(a: Args) -> Result<()> {
             },
             start.elapsed().as_secs_f64(),
             describe(device),
-            a.precision
+            a.dev.precision
         );
     }
     if let Some(dir) = &a.attention_svg {
