@@ -66,9 +66,10 @@ impl StepModel for Ensemble<'_> {
         let mut states = Vec::with_capacity(self.models.len());
         let mut weights = Vec::new();
         for ((m, s), e) in self.models.iter().zip(state).zip(enc) {
-            let (lp, next) = m.step(prev, s, e);
-            if let Some(w) = &next.attention {
-                weights.push(w.shallow_clone());
+            let (lp, mut next) = m.step(prev, s, e);
+            // As for one model: the weights leave the state that beam search reorders.
+            if let Some(w) = next.attention.take() {
+                weights.push(w);
             }
             log_probs.push(lp);
             states.push(next);

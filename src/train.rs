@@ -396,11 +396,7 @@ impl<'a> Trainer<'a> {
                     }
                     let begin = self.state.batch_in_epoch;
                     let end = (begin + per_update).min(batches.len());
-                    let (loss, tokens, secs) = if per_update == 1 && self.group.is_none() {
-                        self.update(&batches[begin])?
-                    } else {
-                        self.update_batches(&batches[begin..end])?
-                    };
+                    let (loss, tokens, secs) = self.update_batches(&batches[begin..end])?;
                     window.add(loss, tokens);
                     self.state.tokens += tokens as u64;
                     self.state.train_seconds += secs;
@@ -504,39 +500,6 @@ impl<'a> Trainer<'a> {
         }
         bar.set_position(self.state.step);
         Some(bar)
-    }
-
-    /// One update on the examples `idx`. Returns (per-token loss, target tokens, seconds).
-    fn update(&mut self, idx: &[usize]) -> Result<(f64, usize, f64)> {
-        let start = Instant::now();
-        let t = &self.config.train;
-        tch::manual_seed(seed_for_step(t.seed, self.state.step));
-        self.opt.config.lr = self.schedule.lr_at(&self.state.schedule, self.state.step);
-        let examples: Vec<&Example> = idx.iter().map(|&i| &self.data.train[i]).collect();
-        let batch = Batch::new(&examples, self.device);
-        let out = self.precision.run(self.device, || {
-            self.model
-                .loss(&batch, true, t.teacher_forcing, t.label_smoothing)
-        })?;
-        let tokens = out.tokens.max(1);
-        let loss = out.loss / tokens as f64;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(Error::NonFinite {
-                step: self.state.step + 1,
-                what: "loss",
-                value,
-            });
-        }
-        let norm = self.opt.backward_step(&loss, t.clip_norm);
-        if !norm.is_finite() {
-            return Err(Error::NonFinite {
-                step: self.state.step + 1,
-                what: "gradient norm",
-                value: norm,
-            });
-        }
-        Ok((value, tokens as usize, start.elapsed().as_secs_f64()))
     }
 
     /// Updates over several batches (indices into the training examples): those of this

@@ -413,18 +413,7 @@ fn early_stopping_and_the_schedule_follow_rank_0() {
     // As in train_cli's early-stopping test: BLEU cannot improve, so after the first
     // validation two more stop the run (and halve the learning rate on the way). Rank 1 must
     // stop at the same update, or the ranks would wait for each other.
-    let args = [
-        "--max-steps",
-        "1000",
-        "--set",
-        "train.lr=1e-12",
-        "--set",
-        "train.valid_every=2",
-        "--set",
-        "train.patience=2",
-        "--set",
-        "train.min_lr=0",
-    ];
+    let args = BLEU_STAYS_PUT;
     let outputs = run_ranks(dir.path(), &model, 2, &args);
     all_ok(&outputs);
     assert!(

@@ -101,6 +101,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// `POST /translator/translate` with `body`.
+fn translate(addr: SocketAddr, body: &[u8]) -> (u16, Value) {
+    json(addr, "POST", "/translator/translate", body)
+}
+
 fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let (status, body) = http(addr, method, path, body);
     let v = serde_json::from_slice(&body)
@@ -152,12 +157,7 @@ fn translates_with_opennmt_shapes_like_rnmt_translate() {
         .iter()
         .map(|l| serde_json::json!({"src": l, "id": 100}))
         .collect();
-    let (status, v) = json(
-        addr,
-        "POST",
-        "/translator/translate",
-        serde_json::to_string(&body).unwrap().as_bytes(),
-    );
+    let (status, v) = translate(addr, serde_json::to_string(&body).unwrap().as_bytes());
     assert_eq!(status, 200, "{v}");
     let want = reference(model, &LINES, &[]);
     let got = v.as_array().unwrap();
@@ -171,12 +171,7 @@ fn translates_with_opennmt_shapes_like_rnmt_translate() {
     }
 
     // Attention on request: per translation, rows are distributions over the source tokens.
-    let (status, v) = json(
-        addr,
-        "POST",
-        "/translator/translate",
-        br#"[{"src": "Open the file.", "attention": true}, {"src": "Print the page.", "attention": true}]"#,
-    );
+    let (status, v) = translate(addr, br#"[{"src": "Open the file.", "attention": true}, {"src": "Print the page.", "attention": true}]"#);
     assert_eq!(status, 200, "{v}");
     for item in v[0].as_array().unwrap() {
         let a = &item["attention"];
@@ -199,10 +194,8 @@ fn translates_with_opennmt_shapes_like_rnmt_translate() {
     );
 
     // Per-request beam size and n-best: n_best lists, ranked.
-    let (status, v) = json(
+    let (status, v) = translate(
         addr,
-        "POST",
-        "/translator/translate",
         br#"[{"src": "Open the file.", "id": 100, "beam_size": 3, "n_best": 2}]"#,
     );
     assert_eq!(status, 200, "{v}");
@@ -325,12 +318,7 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         assert!(e.contains(says), "{e}");
     }
     // Still serving.
-    let (status, v) = json(
-        addr,
-        "POST",
-        "/translator/translate",
-        br#"[{"src": "Open the file."}]"#,
-    );
+    let (status, v) = translate(addr, br#"[{"src": "Open the file."}]"#);
     assert_eq!(status, 200, "{v}");
 }
 
@@ -357,12 +345,7 @@ fn concurrent_clients_get_rnmt_translate_results() {
                     .iter()
                     .map(|s| serde_json::json!({"src": s}))
                     .collect();
-                let (status, v) = json(
-                    addr,
-                    "POST",
-                    "/translator/translate",
-                    serde_json::to_string(&body).unwrap().as_bytes(),
-                );
+                let (status, v) = translate(addr, serde_json::to_string(&body).unwrap().as_bytes());
                 assert_eq!(status, 200, "{v}");
                 (k, v[0].as_array().unwrap().clone())
             })
@@ -395,12 +378,7 @@ fn serves_several_models() {
         .map(|m| m["model_id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, [100, 101]);
-    let (status, v) = json(
-        server.addr,
-        "POST",
-        "/translator/translate",
-        br#"[{"src": "Open the file.", "id": 101}]"#,
-    );
+    let (status, v) = translate(server.addr, br#"[{"src": "Open the file.", "id": 101}]"#);
     assert_eq!(status, 200, "{v}");
 }
 
@@ -483,12 +461,7 @@ fn the_web_page_shows_the_translation_in_a_browser() {
         !outside.contains("http://") && !outside.contains("https://") && !outside.contains("//cdn"),
         "the page must load nothing from outside"
     );
-    let (_, v) = json(
-        server.addr,
-        "POST",
-        "/translator/translate",
-        br#"[{"src": "Open the file."}]"#,
-    );
+    let (_, v) = translate(server.addr, br#"[{"src": "Open the file."}]"#);
     let want = v[0][0]["tgt"].as_str().unwrap().to_string();
     assert!(!want.is_empty());
     let url = format!("http://{}/?q=Open%20the%20file.", server.addr);
@@ -550,10 +523,8 @@ fn attention_from_a_model_without_it_is_a_400() {
     let server = start(&[&model], &[]);
     let (_, models) = json(server.addr, "GET", "/translator/models", b"");
     assert_eq!(models[0]["attention"], false);
-    let (status, v) = json(
+    let (status, v) = translate(
         server.addr,
-        "POST",
-        "/translator/translate",
         br#"[{"src": "Open the file.", "attention": true}]"#,
     );
     assert_eq!(status, 400, "{v}");
@@ -561,11 +532,6 @@ fn attention_from_a_model_without_it_is_a_400() {
         v["error"].as_str().unwrap().contains("has no attention"),
         "{v}"
     );
-    let (status, _) = json(
-        server.addr,
-        "POST",
-        "/translator/translate",
-        br#"[{"src": "Open the file."}]"#,
-    );
+    let (status, _) = translate(server.addr, br#"[{"src": "Open the file."}]"#);
     assert_eq!(status, 200);
 }

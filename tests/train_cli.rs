@@ -194,18 +194,7 @@ fn early_stopping_when_bleu_stops_improving() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     // A learning rate too small to change anything: BLEU stays put.
-    let args = [
-        "--max-steps",
-        "1000",
-        "--set",
-        "train.lr=1e-12",
-        "--set",
-        "train.valid_every=2",
-        "--set",
-        "train.patience=2",
-        "--set",
-        "train.min_lr=0",
-    ];
+    let args = BLEU_STAYS_PUT;
     let o = train(tmp.path(), &m, &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("early stopping"), "{}", stderr(&o));

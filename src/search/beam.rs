@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
 use super::{
-    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+    apply_length_rules, encode_sources, host, length_penalty, step_recording, Hypothesis, StepModel,
 };
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
@@ -55,14 +55,7 @@ pub fn beam_search<M: StepModel + ?Sized>(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); n];
     let mut t = 0;
     while !active.is_empty() {
-        let Step {
-            mut log_probs,
-            state: next,
-            attention: weights,
-        } = model.step(&prev, &state, &enc);
-        if let Some(h) = &mut attention {
-            h.push(weights.as_ref())?;
-        }
+        let (mut log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let vocab = log_probs.size()[1];
         let row_bounds: Vec<usize> = active
             .iter()

@@ -3,7 +3,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
 use super::{
-    apply_length_rules, encode_sources, host, length_penalty, Hypothesis, Step, StepModel,
+    apply_length_rules, encode_sources, host, length_penalty, step_recording, Hypothesis, StepModel,
 };
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
@@ -32,14 +32,7 @@ pub fn greedy_search<M: StepModel + ?Sized>(
     let mut attention = cfg.attention.then(AttentionHistory::default);
     let mut t = 0;
     while !active.is_empty() {
-        let Step {
-            mut log_probs,
-            state: next,
-            attention: weights,
-        } = model.step(&prev, &state, &enc);
-        if let Some(h) = &mut attention {
-            h.push(weights.as_ref())?;
-        }
+        let (mut log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let row_bounds: Vec<usize> = active.iter().map(|&s| bounds[s]).collect();
         apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
         // Rank `scores + log_probs`, the same float sums beam search ranks, and take the

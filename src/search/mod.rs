@@ -89,6 +89,22 @@ fn host<T: tch::kind::Element + Copy>(t: &Tensor, what: &str) -> Result<Vec<T>> 
     })
 }
 
+/// One step of `model`, its attention weights appended to `history` when search collects
+/// them: `(log_probs [rows, tgt_vocab], next state)`.
+fn step_recording<M: StepModel + ?Sized>(
+    model: &M,
+    prev: &Tensor,
+    state: &M::State,
+    enc: &M::Encoded,
+    history: &mut Option<alignment::AttentionHistory>,
+) -> Result<(Tensor, M::State)> {
+    let step = model.step(prev, state, enc);
+    if let Some(h) = history {
+        h.push(step.attention.as_ref())?;
+    }
+    Ok((step.log_probs, step.state))
+}
+
 /// Encodes a batch of sources; returns the encoder output and each sentence's output bound.
 fn encode_sources<M: StepModel + ?Sized>(
     model: &M,

@@ -55,8 +55,10 @@ impl StepModel for Seq2Seq {
     }
 
     fn step(&self, prev: &Tensor, state: &DecoderState, enc: &EncoderOutput) -> Step<DecoderState> {
-        let (log_probs, state) = Seq2Seq::step(self, prev, state, enc);
-        let attention = state.attention.as_ref().map(Tensor::shallow_clone);
+        let (log_probs, mut state) = Seq2Seq::step(self, prev, state, enc);
+        // The weights leave the state: the next step does not read them, so beam reordering
+        // need not carry them.
+        let attention = state.attention.take();
         Step {
             log_probs,
             state,

@@ -79,6 +79,21 @@ valid_every = 1000
 log_every = 1
 "#;
 
+/// Settings under which validation BLEU cannot improve (a learning rate too small to change
+/// anything), so early stopping ends the run two validations after the first.
+pub const BLEU_STAYS_PUT: [&str; 10] = [
+    "--max-steps",
+    "1000",
+    "--set",
+    "train.lr=1e-12",
+    "--set",
+    "train.valid_every=2",
+    "--set",
+    "train.patience=2",
+    "--set",
+    "train.min_lr=0",
+];
+
 pub fn tiny_config(dir: &Path) -> PathBuf {
     let p = dir.join("tiny.toml");
     std::fs::write(&p, TINY_CONFIG).unwrap();
