@@ -282,6 +282,31 @@ impl Default for DataConfig {
     }
 }
 
+/// The shape of the budgeted learning-rate decay (see [`crate::schedule`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayShape {
+    /// No budgeted decay: the peak rate until a plateau decay (rnmt before 2026-12).
+    #[default]
+    None,
+    /// `1 - p` at progress `p` of the budget.
+    Linear,
+    /// `(1 + cos(pi p)) / 2`.
+    Cosine,
+}
+
+impl DecayShape {
+    /// The factor on the peak rate at progress `p` (clamped to `[0, 1]`).
+    pub fn factor(self, p: f64) -> f64 {
+        let p = p.clamp(0.0, 1.0);
+        match self {
+            DecayShape::None => 1.0,
+            DecayShape::Linear => 1.0 - p,
+            DecayShape::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
+        }
+    }
+}
+
 /// Training hyper-parameters and budgets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -334,6 +359,23 @@ pub struct TrainConfig {
     /// Keep the weights of the last this many validations as
     /// `checkpoints/step-NNNNNNNN.safetensors` (for `rnmt-average`); 0 keeps none.
     pub keep_checkpoints: usize,
+    /// After the last update, choose the model's decoding defaults (`alpha` of beam search)
+    /// by BLEU on the first `calibrate_sentences` validation sentences and write them to
+    /// `decode.json` (`crate::calibrate`); rnmt-translate and rnmt-serve use them unless told
+    /// otherwise.
+    pub calibrate: bool,
+    pub calibrate_sentences: usize,
+    /// The budgeted learning-rate decay after warm-up (`crate::schedule`): `linear` (to zero
+    /// at the end of the budget), `cosine`, or `none` (the peak rate until a plateau decay).
+    pub decay: DecayShape,
+    /// The budgeted decay's horizon in updates; unset: the time budget (`--max-time`), if any.
+    pub decay_steps: Option<u64>,
+    /// The decay takes this last fraction of the budget, in `(0, 1]`.
+    pub decay_fraction: f64,
+    /// Compute the output layer and the loss as one fused, chunked computation with a
+    /// hand-written backward (`model::output_loss`); `false` runs the plain autograd path.
+    /// Both give the same loss and gradients up to float rounding.
+    pub fused_loss: bool,
 }
 
 impl Default for TrainConfig {
@@ -363,6 +405,12 @@ impl Default for TrainConfig {
             valid_bleu_sentences: None,
             log_every: 50,
             keep_checkpoints: 0,
+            fused_loss: true,
+            decay: DecayShape::Linear,
+            decay_steps: None,
+            decay_fraction: 0.3,
+            calibrate: true,
+            calibrate_sentences: 400,
         }
     }
 }
@@ -382,6 +430,12 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.teacher_forcing) {
             return bad("train.teacher_forcing must be in [0, 1]");
+        }
+        if !(self.decay_fraction > 0.0 && self.decay_fraction <= 1.0) {
+            return bad("train.decay_fraction must be in (0, 1]");
+        }
+        if self.decay_steps == Some(0) {
+            return bad("train.decay_steps must be positive");
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("train.label_smoothing must be in [0, 1)");
@@ -404,9 +458,10 @@ pub struct DecodeConfig {
     /// Beam size (1 = greedy search).
     #[arg(long, default_value_t = DecodeConfig::DEFAULT.beam)]
     pub beam: usize,
-    /// Length penalty exponent (GNMT): scores are divided by ((5 + len) / 6)^alpha.
-    #[arg(long, default_value_t = DecodeConfig::DEFAULT.alpha)]
-    pub alpha: f64,
+    /// Length penalty exponent (GNMT): scores are divided by ((5 + len) / 6)^alpha
+    /// [default: the model's calibrated value (decode.json), else 1.0].
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// Output length bound: max-len-ratio * source tokens + max-len-offset...
     #[arg(long, default_value_t = DecodeConfig::DEFAULT.max_len_ratio)]
     pub max_len_ratio: f64,
@@ -433,6 +488,23 @@ pub struct DecodeConfig {
     #[arg(skip = DecodeConfig::DEFAULT.attention)]
     #[serde(skip)]
     pub attention: bool,
+    /// When a sentence's beam search ends [default: the model's calibrated rule
+    /// (decode.json), else finished].
+    #[arg(long = "beam-stop", value_enum)]
+    pub stop: Option<BeamStop>,
+}
+
+/// When beam search is done with a sentence. Both also stop as soon as no live hypothesis
+/// can still enter the n-best (an exact bound), and at the length bound.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BeamStop {
+    /// When beam-size hypotheses have ended (fairseq's rule; rnmt's before 2026-12): ends
+    /// that come early in the search fill the quota, which favours short outputs.
+    Finished,
+    /// When the n-best have ended and no live hypothesis, ended at the next step, would rank
+    /// above them by length-normalized score; the beam-size best ended ones are kept.
+    Patient,
 }
 
 impl Default for DecodeConfig {
@@ -445,7 +517,7 @@ impl DecodeConfig {
     /// The defaults.
     pub const DEFAULT: DecodeConfig = DecodeConfig {
         beam: 5,
-        alpha: 1.0,
+        alpha: None,
         max_len_ratio: 2.0,
         max_len_offset: 10,
         max_len: 256,
@@ -454,7 +526,23 @@ impl DecodeConfig {
         max_input_tokens: 250,
         max_line_bytes: 1 << 16,
         attention: false,
+        stop: None,
     };
+
+    /// The length penalty exponent when neither the command nor the model states one.
+    pub const DEFAULT_ALPHA: f64 = 1.0;
+    /// The beam's stopping rule when neither the command nor the model states one.
+    pub const DEFAULT_STOP: BeamStop = BeamStop::Finished;
+
+    /// The length penalty exponent in force.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(Self::DEFAULT_ALPHA)
+    }
+
+    /// The beam's stopping rule in force.
+    pub fn stop(&self) -> BeamStop {
+        self.stop.unwrap_or(Self::DEFAULT_STOP)
+    }
 
     /// The output length bound for a source of `src_len` tokens.
     pub fn max_output_len(&self, src_len: usize) -> usize {
@@ -674,6 +762,12 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.valid_bleu_sentences",
     "train.log_every",
     "train.keep_checkpoints",
+    "train.fused_loss",
+    "train.decay",
+    "train.decay_steps",
+    "train.decay_fraction",
+    "train.calibrate",
+    "train.calibrate_sentences",
 ];
 
 /// Budgets belong to each command: a resumed run takes this command's (or the defaults).

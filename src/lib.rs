@@ -29,6 +29,7 @@ pub mod alignment;
 pub mod atomic;
 pub mod average;
 pub mod batch;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

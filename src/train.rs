@@ -111,6 +111,8 @@ pub struct Outcome {
     pub reason: StopReason,
     pub state: TrainerState,
     pub last_validation: Option<Validation>,
+    /// Whether this run made at least one update.
+    pub updated: bool,
 }
 
 /// A training run over prepared data, writing to a model directory.
@@ -136,6 +138,31 @@ pub struct Trainer<'a> {
     grads_ready: bool,
     /// Autocast for the forward passes (training and validation).
     precision: Precision,
+    /// The wall clock of this command's training loop, for a time budget's decay.
+    clock: Option<BudgetClock>,
+}
+
+/// Where a run stands in its time budget (see [`crate::schedule`]).
+#[derive(Debug, Clone, Copy)]
+struct BudgetClock {
+    started: Instant,
+    /// Loop seconds of the earlier pieces of the run.
+    before: f64,
+    /// This command's `--max-time`, in seconds.
+    budget: Option<f64>,
+}
+
+impl BudgetClock {
+    /// Loop seconds of all pieces so far.
+    fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// The fraction of the whole time budget used, `(s + e) / (s + T)`.
+    fn progress(&self) -> Option<f64> {
+        self.budget
+            .map(|t| self.seconds() / (self.before + t).max(f64::MIN_POSITIVE))
+    }
 }
 
 impl<'a> Trainer<'a> {
@@ -197,9 +224,10 @@ impl<'a> Trainer<'a> {
         }
         trainer.state = handshake.state;
         trainer.opt.steps = trainer.state.step;
-        trainer.opt.config.lr = trainer
-            .schedule
-            .lr_at(&trainer.state.schedule, trainer.state.step);
+        trainer.opt.config.lr =
+            trainer
+                .schedule
+                .lr_at(&trainer.state.schedule, trainer.state.step, None);
         let mut vars: Vec<(String, tch::Tensor)> = trainer.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tensors: Vec<tch::Tensor> = vars.into_iter().map(|(_, t)| t).collect();
@@ -228,7 +256,8 @@ impl<'a> Trainer<'a> {
         }
         tch::manual_seed(config.train.seed as i64);
         let mut vs = VarStore::new(device);
-        let model = crate::model::build(&vs.root(), &config.model)?;
+        let mut model = crate::model::build(&vs.root(), &config.model)?;
+        model.set_fused_loss(config.train.fused_loss);
         let t = &config.train;
         let mut opt = Adam::new(&vs, AdamConfig::from(t));
         let mut state = TrainerState {
@@ -271,7 +300,7 @@ impl<'a> Trainer<'a> {
         state.world_size = world;
         state.accumulate = accumulate;
         let schedule = Schedule::new(&config.train);
-        opt.config.lr = schedule.lr_at(&state.schedule, state.step);
+        opt.config.lr = schedule.lr_at(&state.schedule, state.step, None);
         Ok(Trainer {
             config,
             model_dir: model_dir.to_path_buf(),
@@ -287,6 +316,7 @@ impl<'a> Trainer<'a> {
             group: None,
             grads_ready: false,
             precision: Precision::Fp32,
+            clock: None,
         })
     }
 
@@ -325,6 +355,7 @@ impl<'a> Trainer<'a> {
         for c in changes {
             match c.key.as_str() {
                 "train.lr" => self.state.schedule.lr = t.lr,
+                "train.fused_loss" => self.model.set_fused_loss(t.fused_loss),
                 "train.patience" => {
                     self.state.schedule.stopped_early =
                         t.patience > 0 && self.state.schedule.bad_validations >= t.patience
@@ -353,12 +384,18 @@ impl<'a> Trainer<'a> {
         let t = self.config.train.clone();
         let max_time = t.max_time.as_deref().map(parse_duration).transpose()?;
         let started = Instant::now();
+        self.clock = Some(BudgetClock {
+            started,
+            before: self.state.schedule.budget_seconds,
+            budget: max_time.map(|m| m.as_secs_f64()),
+        });
         let examples = &self.data.train;
         if self.state.schedule.stopped_early {
             return Ok(Outcome {
                 reason: StopReason::EarlyStopping,
                 state: self.state.clone(),
                 last_validation: None,
+                updated: false,
             });
         }
         let first_step = self.state.step;
@@ -443,6 +480,9 @@ impl<'a> Trainer<'a> {
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
+        if let Some(c) = &self.clock {
+            self.state.schedule.budget_seconds = c.seconds();
+        }
         let reason = match result {
             Ok(reason) => reason,
             // A signal during a validation: stop now, without finishing it.
@@ -480,6 +520,7 @@ impl<'a> Trainer<'a> {
             reason,
             state: self.state.clone(),
             last_validation,
+            updated,
         })
     }
 
@@ -512,8 +553,14 @@ impl<'a> Trainer<'a> {
             self.opt.define_grads();
             self.grads_ready = true;
         }
+        let progress = self.time_progress()?;
+        if let Some(c) = &self.clock {
+            self.state.schedule.budget_seconds = c.seconds();
+        }
         let t = &self.config.train;
-        self.opt.config.lr = self.schedule.lr_at(&self.state.schedule, self.state.step);
+        self.opt.config.lr = self
+            .schedule
+            .lr_at(&self.state.schedule, self.state.step, progress);
         let train = &self.data.train;
         let tokens: usize = batches
             .iter()
@@ -560,6 +607,26 @@ impl<'a> Trainer<'a> {
         }
         self.opt.step();
         Ok((value, tokens, start.elapsed().as_secs_f64()))
+    }
+
+    /// The fraction of the time budget used before this update, when the learning rate
+    /// follows it; rank 0's clock decides for every rank.
+    fn time_progress(&self) -> Result<Option<f64>> {
+        if !self.schedule.follows_time() {
+            return Ok(None);
+        }
+        let mine = self.clock.and_then(|c| c.progress());
+        let Some(g) = self.group else {
+            return Ok(mine);
+        };
+        let sent = mine.map_or(-1.0, |p| p).to_le_bytes().to_vec();
+        let got = g.from_rank0(Ok(sent))?;
+        let p = got
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(f64::from_le_bytes)
+            .unwrap_or(-1.0);
+        Ok((p >= 0.0).then_some(p))
     }
 
     /// Whether this process writes the model directory (rank 0, or a single process).

@@ -65,11 +65,18 @@ impl Translator {
     /// Loads the model directories of an ensemble (one directory: a single model). All must
     /// read and write the same subwords: equal tokenizers (source and target) and text
     /// normalization; otherwise a [`Error::ModelDir`] naming the directory that differs.
+    ///
+    /// What `decode` leaves unstated (`alpha`, `stop`) comes from the first model's
+    /// `decode.json` ([`crate::calibrate`]), else from the built-in defaults.
     pub fn load_ensemble(dirs: &[PathBuf], device: Device, decode: DecodeConfig) -> Result<Self> {
-        decode.validate()?;
+        let mut decode = decode;
         let Some((first, rest)) = dirs.split_first() else {
             return Err(Error::Config("no model directory given".into()));
         };
+        if let Some(d) = crate::calibrate::DecodeDefaults::load(first)? {
+            d.apply(&mut decode);
+        }
+        decode.validate()?;
         let loaded = load_model_dir(first, device)?;
         let mut members = Vec::with_capacity(rest.len());
         for dir in rest {

@@ -4,7 +4,7 @@
 mod common;
 
 use rnmt::batch::{Batch, Example};
-use rnmt::config::{DecodeConfig, ModelConfig};
+use rnmt::config::{BeamStop, DecodeConfig, ModelConfig};
 use rnmt::ensemble::Ensemble;
 use rnmt::model::Seq2Seq;
 use rnmt::optim::{Adam, AdamConfig};
@@ -115,8 +115,12 @@ fn beam_of_one_is_greedy() {
 #[test]
 fn results_do_not_depend_on_the_batch() {
     let f = &fixture();
-    for beam in [1, 4] {
-        let cfg = decode(beam);
+    let patient = DecodeConfig {
+        stop: Some(BeamStop::Patient),
+        alpha: Some(1.5),
+        ..decode(4)
+    };
+    for (beam, cfg) in [(1, decode(1)), (4, decode(4)), (4, patient)] {
         let together = best(&search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap());
         // Alone, in batches of 5, and in reverse order.
         for (i, s) in f.sources.iter().enumerate() {
@@ -154,6 +158,70 @@ fn results_do_not_depend_on_the_batch() {
     }
 }
 
+/// The patient rule keeps the beam-size best ended hypotheses by normalized score and stops
+/// no later than the length bound. (Unlike `finished`, with beam 1 it is not greedy search:
+/// an ending at the top does not stop it while a longer hypothesis could still normalize
+/// higher.)
+#[test]
+fn the_patient_rule_ranks_and_bounds() {
+    let f = &fixture();
+    for alpha in [0.5, 1.0, 2.0] {
+        let cfg = DecodeConfig {
+            beam: 4,
+            n_best: 4,
+            alpha: Some(alpha),
+            stop: Some(BeamStop::Patient),
+            ..DecodeConfig::default()
+        };
+        let hyps = search::decode(&f.model, &f.sources, &cfg, common::device()).unwrap();
+        for (s, hs) in f.sources.iter().zip(&hyps) {
+            assert!(!hs.is_empty() && hs.len() <= 4);
+            for w in hs.windows(2) {
+                assert!(w[0].normalized >= w[1].normalized);
+            }
+            for h in hs {
+                assert!(h.tokens.len() < cfg.max_output_len(s.len()));
+                let lp = search::length_penalty(h.tokens.len() + 1, alpha);
+                assert!((h.normalized - h.score / lp).abs() < 1e-9);
+            }
+        }
+    }
+}
+
+/// What calibration relies on (`rnmt::calibrate`): with the `finished` rule one search with
+/// `n_best = beam`, re-ranked for any alpha, gives exactly what decoding with that alpha gives.
+#[test]
+fn re_ranking_one_search_equals_decoding_with_each_alpha() {
+    let f = &fixture();
+    let all = DecodeConfig {
+        beam: 4,
+        n_best: 4,
+        stop: Some(BeamStop::Finished),
+        ..DecodeConfig::default()
+    };
+    let pool = search::decode(&f.model, &f.sources, &all, common::device()).unwrap();
+    for alpha in [0.0, 0.7, 1.3, 2.5] {
+        let one = DecodeConfig {
+            n_best: 1,
+            alpha: Some(alpha),
+            ..all.clone()
+        };
+        let got = best(&search::decode(&f.model, &f.sources, &one, common::device()).unwrap());
+        for (i, (hs, g)) in pool.iter().zip(&got).enumerate() {
+            let pick = hs
+                .iter()
+                .max_by(|a, b| {
+                    let n = |h: &Hypothesis| {
+                        h.score / search::length_penalty(h.tokens.len() + 1, alpha)
+                    };
+                    n(a).total_cmp(&n(b)).then(std::cmp::Ordering::Greater)
+                })
+                .unwrap();
+            assert_eq!(pick.tokens, g.tokens, "alpha {alpha}, sentence {i}");
+        }
+    }
+}
+
 #[test]
 fn scores_are_the_model_log_probability() {
     scores_match_rescoring(&fixture());
@@ -179,7 +247,7 @@ fn early_stopping_keeps_the_best_hypothesis() {
     for alpha in [0.0, 0.6, 1.0] {
         let one = DecodeConfig {
             beam: 4,
-            alpha,
+            alpha: Some(alpha),
             ..DecodeConfig::default()
         };
         let all = DecodeConfig {

@@ -263,6 +263,7 @@ fn leader(
     static STOP: AtomicBool = AtomicBool::new(false);
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
+    let calibrate = (config.train.calibrate, config.train.calibrate_sentences);
     let mut trainer = Trainer::with_group(config, &a.model_dir, device, &data, &STOP, group)?;
     trainer.apply_changes(changes.as_deref().unwrap_or_default());
     trainer.set_verbose(!a.quiet);
@@ -309,6 +310,43 @@ fn leader(
             model.display()
         )),
         (None, None) => {}
+    }
+    let ended_at = outcome.state.step;
+    let calibrated = a.model_dir.join(rnmt::calibrate::DECODE_FILE).exists();
+    let fresh =
+        outcome.reason != rnmt::train::StopReason::Interrupted && (outcome.updated || !calibrated);
+    if calibrate.0 && fresh && group.is_none_or(|g| g.rank() == 0) && model.exists() {
+        let t0 = Instant::now();
+        let loaded = checkpoint::load_model_dir(&a.model_dir, device)?;
+        let n = calibrate.1.min(data.valid.len());
+        let d = rnmt::calibrate::calibrate(
+            &loaded.model,
+            &data.valid[..n],
+            &data.valid_refs[..n],
+            data.tokenizers.tgt(),
+            5,
+            ended_at,
+            device,
+            &STOP,
+        )?;
+        d.save(&a.model_dir)?;
+        let at = |alpha: f64| {
+            d.calibration
+                .iter()
+                .flat_map(|c| &c.grid)
+                .find(|g| (g[0] - alpha).abs() < 1e-9)
+                .map_or(String::new(), |[_, b, bp]| {
+                    format!("BLEU {b:.2}, BP {bp:.3}")
+                })
+        };
+        say(&format!(
+            "decoding defaults: alpha {} ({}; alpha 1: {}) by beam 5 on {n} validation sentences, {:.0}s: {}",
+            d.alpha,
+            at(d.alpha),
+            at(1.0),
+            t0.elapsed().as_secs_f64(),
+            a.model_dir.join(rnmt::calibrate::DECODE_FILE).display()
+        ));
     }
     say(&rnmt::memory::peak_report());
     say("train longer: run the same command again with a larger --max-steps / --max-epochs / --max-time");

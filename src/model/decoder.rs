@@ -16,6 +16,7 @@ use super::cell::RecurrentLayer;
 use super::encoder::EncoderOutput;
 use super::flat::{self, RnnShape};
 use super::linear::Linear;
+use super::output_loss::{fused_output_loss, OutputLoss};
 use crate::config::{AttentionType, CellType, DecoderConfig};
 
 /// The recurrent state between steps.
@@ -211,7 +212,9 @@ impl Decoder {
 
     /// One decoder step.
     ///
-    /// * `emb_proj`: `[batch, gates * hidden]` from [`Decoder::embed_proj`]
+    /// * `emb_proj`: `[batch, gates * hidden]` from [`Decoder::embed_proj`]; `batch` is the
+    ///   encoder output's batch or a multiple `g` of it: then rows `i * g .. (i + 1) * g` are
+    ///   hypotheses of sentence `i` (a beam), which read one copy of its encoder output
     /// * `state`: the previous state
     /// * `enc`: the encoder output (states, mask, keys, and the step cache from
     ///   [`Decoder::prepare`])
@@ -229,7 +232,7 @@ impl Decoder {
         let cache = &enc.step_cache;
         let gi = match (self.feed, &cache.context_proj) {
             (Feed::AttVector, _) => emb_proj + state.att_vector.matmul(&cache.feed_weight.tr()),
-            (Feed::Context, Some(c)) => emb_proj + c,
+            (Feed::Context, Some(c)) => emb_proj + &per_row(c, emb_proj.size()[0]),
             _ => emb_proj.shallow_clone(),
         };
         let mut hidden: Vec<Tensor> = Vec::with_capacity(self.layers.len());
@@ -247,7 +250,18 @@ impl Decoder {
             }
         }
         let query = &hidden[hidden.len() - 1];
-        let (att_vector, weights) = self.attentional_vectors(&query.unsqueeze(1), enc);
+        let (rows, sentences) = (query.size()[0], enc.states.size()[0]);
+        // Rows in groups per sentence (beam search): the group's queries attend together
+        // over their one copy of the encoder output, [sentences, group, hidden].
+        let group = rows / sentences.max(1);
+        assert!(
+            group >= 1 && group * sentences == rows,
+            "decoder step: {rows} rows for an encoder output of {sentences} sentences"
+        );
+        let (att_vector, weights) =
+            self.attentional_vectors(&query.view([sentences, group, -1]), enc);
+        let att_vector = att_vector.view([rows, 1, -1]);
+        let weights = weights.map(|w| w.view([rows, 1, -1]));
         DecoderState {
             hidden,
             cell,
@@ -305,6 +319,19 @@ impl Decoder {
         enc: &EncoderOutput,
         train: bool,
     ) -> Tensor {
+        let top = self.rnn_fused(emb, state, enc, train);
+        self.attend(&top, enc)
+    }
+
+    /// The recurrent part of [`Decoder::forward_fused`]: the top layer's states
+    /// `[batch, tgt_len, hidden]` for `emb [batch, tgt_len, emb]`.
+    pub fn rnn_fused(
+        &self,
+        emb: &Tensor,
+        state: &DecoderState,
+        enc: &EncoderOutput,
+        train: bool,
+    ) -> Tensor {
         assert!(
             self.can_fuse(),
             "forward_fused needs a decoder without input feeding"
@@ -321,7 +348,7 @@ impl Decoder {
         let n = self.layers.len() as i64;
         let h0 = Tensor::stack(&state.hidden, 0); // [layers, batch, hidden]
         let dropout = if train { self.dropout } else { 0.0 };
-        let top = match self.layers[0].cell {
+        match self.layers[0].cell {
             CellType::Gru => {
                 input
                     .gru(&h0, &params, true, n, dropout, train, false, true)
@@ -333,8 +360,13 @@ impl Decoder {
                     .lstm(&[&h0, &c0], &params, true, n, dropout, train, false, true)
                     .0
             }
-        };
-        self.attentional_vectors(&top, enc).0
+        }
+    }
+
+    /// The attentional part of [`Decoder::forward_fused`]: top-layer states
+    /// `top [batch, tgt_len, hidden]` to attentional vectors `[batch, tgt_len, hidden]`.
+    pub fn attend(&self, top: &Tensor, enc: &EncoderOutput) -> Tensor {
+        self.attentional_vectors(top, enc).0
     }
 
     /// Overwrites the output bias with `bias [tgt_vocab]`.
@@ -347,11 +379,37 @@ impl Decoder {
         }
     }
 
+    /// The output layer and the label-smoothed cross-entropy fused
+    /// ([`super::output_loss`]): attentional vectors `att [n, hidden]` (dropout is applied
+    /// here, as in [`Decoder::logits`]) and their gold words `gold [n]` to the summed loss.
+    pub fn output_loss(&self, att: &Tensor, gold: &Tensor, eps: f64, train: bool) -> OutputLoss {
+        let x = att.dropout(self.dropout, train);
+        fused_output_loss(
+            &x,
+            &self.output.weight,
+            self.output.bias.as_ref(),
+            gold,
+            eps,
+        )
+    }
+
     /// Word scores from attentional vectors: `[.., hidden]` to `[.., tgt_vocab]`.
     pub fn logits(&self, att_vector: &Tensor, train: bool) -> Tensor {
         self.output
             .forward(&att_vector.dropout(self.dropout, train))
     }
+}
+
+/// `per_sentence [sentences, ..]` repeated for `rows` rows in groups (see [`Decoder::step`]).
+fn per_row(per_sentence: &Tensor, rows: i64) -> Tensor {
+    let sentences = per_sentence.size()[0];
+    if sentences == rows {
+        return per_sentence.shallow_clone();
+    }
+    per_sentence
+        .unsqueeze(1)
+        .expand([sentences, rows / sentences, -1], false)
+        .reshape([rows, -1])
 }
 
 /// The layers' weights in the order of libtorch's fused `gru`/`lstm` call.

@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod flat;
 pub mod init;
 pub mod linear;
+pub mod output_loss;
 pub mod seq2seq;
 
 pub use decoder::{Decoder, DecoderState, StepCache};

@@ -36,6 +36,9 @@ pub struct Seq2Seq {
     bridge: Bridge,
     decoder: Decoder,
     emb_dropout: f64,
+    /// The fused output layer and loss ([`super::output_loss`]) in [`Seq2Seq::loss`]; on by
+    /// default, off with `train.fused_loss = false` (the plain autograd path).
+    fused_loss: bool,
 }
 
 impl Seq2Seq {
@@ -70,7 +73,14 @@ impl Seq2Seq {
             bridge,
             decoder,
             emb_dropout: config.emb_dropout,
+            fused_loss: true,
         }
+    }
+
+    /// Chooses the fused output layer and loss (`true`, the default) or the plain autograd
+    /// path for [`Seq2Seq::loss`]; both give the same loss and gradients up to rounding.
+    pub fn set_fused_loss(&mut self, fused: bool) {
+        self.fused_loss = fused;
     }
 
     /// Sets the output layer's bias to `log_prior [tgt_vocab]` (log unigram probabilities of
@@ -78,6 +88,17 @@ impl Seq2Seq {
     /// instead of a uniform distribution over the vocabulary.
     pub fn set_output_prior(&self, log_prior: &Tensor) {
         self.decoder.set_output_bias(log_prior);
+    }
+
+    /// The decoder (for the profiler, `examples/profile.rs`, which times its parts).
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Target embeddings of `tgt [batch, tgt_len]` with embedding dropout when `train`:
+    /// `[batch, tgt_len, emb]`.
+    pub fn embed_target(&self, tgt: &Tensor, train: bool) -> Tensor {
+        self.tgt_embed.forward(tgt).dropout(self.emb_dropout, train)
     }
 
     /// Whether the encoder's and the decoder's RNN weights are views of one cuDNN buffer each
@@ -120,7 +141,9 @@ impl Seq2Seq {
 
     /// One inference step: `prev [batch]` (int64, the previous token, `<s>` first) to
     /// `(log_probs [batch, tgt_vocab], next state)`; with attention the next state's
-    /// `attention [batch, src_len]` holds the step's weights. No dropout.
+    /// `attention [batch, src_len]` holds the step's weights. No dropout. `batch` may be a
+    /// multiple `g` of `enc`'s batch: rows `i * g .. (i + 1) * g` belong to sentence `i` (a
+    /// beam, see [`Decoder::step`]).
     pub fn step(
         &self,
         prev: &Tensor,
@@ -206,6 +229,15 @@ impl Seq2Seq {
         let keep = gold.ne(PAD_ID as i64).nonzero().squeeze_dim(1);
         let att = att.reshape([-1, hidden]).index_select(0, &keep);
         let gold = gold.index_select(0, &keep);
+        let tokens = keep.size()[0];
+        if self.fused_loss {
+            let out = self.decoder.output_loss(&att, &gold, eps, train);
+            return Loss {
+                loss: out.loss,
+                nll: out.nll,
+                tokens,
+            };
+        }
         let log_probs = self
             .decoder
             .logits(&att, train)
@@ -219,11 +251,7 @@ impl Seq2Seq {
         } else {
             nll.shallow_clone()
         };
-        Loss {
-            loss,
-            nll,
-            tokens: keep.size()[0],
-        }
+        Loss { loss, nll, tokens }
     }
 
     /// Log-probability of each target sentence under the model (teacher forcing, no dropout),

@@ -8,8 +8,10 @@
 //! finished hypotheses; its rows then leave the batch. Finished hypotheses are ranked by the
 //! length-normalized score ([`super::length_penalty`]).
 //!
-//! The encoder runs once per batch; its states and attention keys are expanded to the beam
-//! and reordered with the decoder state. The only host transfer per step is the `2K` best
+//! The encoder runs once per batch and its output stays one copy per sentence: the K rows of
+//! a sentence's beam attend together over it (a `[sentences, K, ..]` batched attention), so
+//! reordering a beam moves only the decoder state, and the encoder output shrinks only when
+//! sentences finish. The only host transfer per step is the `2K` best
 //! candidates per sentence, which the bookkeeping needs (and, with
 //! [`DecodeConfig::attention`], the attention matrix of each hypothesis that ends).
 use tch::{Device, Kind, Tensor};
@@ -18,7 +20,7 @@ use super::alignment::AttentionHistory;
 use super::{
     apply_length_rules, encode_sources, host, length_penalty, step_recording, Hypothesis, StepModel,
 };
-use crate::config::DecodeConfig;
+use crate::config::{BeamStop, DecodeConfig};
 use crate::error::{Error, Result};
 use crate::tokenizer::{BOS_ID, EOS_ID};
 
@@ -36,13 +38,16 @@ pub fn beam_search<M: StepModel + ?Sized>(
 ) -> Result<Vec<Vec<Hypothesis>>> {
     let n = sources.len();
     let k = cfg.beam;
-    let (enc, bounds) = encode_sources(model, sources, cfg, device);
-    // Expand every sentence to K rows: [s0, s0, .., s1, s1, ..].
+    let (mut enc, bounds) = encode_sources(model, sources, cfg, device);
+    // Every sentence's K hypotheses are K rows of the decoder state, [s0, s0, .., s1, s1, ..],
+    // that read the sentence's one copy of the encoder output (see `StepModel::step`).
     let expand: Vec<i64> = (0..n as i64)
         .flat_map(|s| std::iter::repeat_n(s, k))
         .collect();
-    let mut enc = model.select_encoded(&enc, &Tensor::from_slice(&expand).to_device(device));
-    let mut state = model.initial_state(&enc);
+    let mut state = model.select_state(
+        &model.initial_state(&enc),
+        &Tensor::from_slice(&expand).to_device(device),
+    );
     let mut attention = cfg.attention.then(AttentionHistory::default);
     // All beams start identical: only beam 0 may extend at the first step.
     let first: Vec<f32> = (0..n * k)
@@ -101,19 +106,25 @@ pub fn beam_search<M: StepModel + ?Sized>(
                 if tok == EOS_ID {
                     // Only an ending among the K best candidates counts (as in fairseq);
                     // otherwise beam 1 could end where greedy search continues.
-                    if rank < k && finished[s].len() < k {
+                    let room = cfg.stop() == BeamStop::Patient || finished[s].len() < k;
+                    if rank < k && room {
                         let tokens = histories[row].clone();
-                        let normalized = score as f64 / length_penalty(tokens.len() + 1, cfg.alpha);
+                        let normalized =
+                            score as f64 / length_penalty(tokens.len() + 1, cfg.alpha());
                         let matrix = match &attention {
                             Some(h) => Some(h.matrix(row, sources[s].len() + 1)?),
                             None => None,
                         };
-                        finished[s].push(Hypothesis {
-                            tokens,
-                            score: score as f64,
-                            normalized,
-                            attention: matrix,
-                        });
+                        keep_best(
+                            &mut finished[s],
+                            Hypothesis {
+                                tokens,
+                                score: score as f64,
+                                normalized,
+                                attention: matrix,
+                            },
+                            k,
+                        );
                     }
                 } else if extended < k {
                     let mut h = histories[row].clone();
@@ -128,16 +139,12 @@ pub fn beam_search<M: StepModel + ?Sized>(
             // At the length bound only `</s>` may follow (apply_length_rules); the host
             // enforces it too, so no sentence outlives its bound.
             let at_bound = t + 1 >= bounds[s];
+            let live = &next_scores[next_scores.len() - extended..];
             let settled = at_bound
-                || extended > 0
-                    && cannot_improve(
-                        &finished[s],
-                        &next_scores[next_scores.len() - extended..],
-                        t + 2,
-                        bounds[s],
-                        cfg,
-                    );
-            if finished[s].len() < k && extended > 0 && !settled {
+                || extended > 0 && cannot_improve(&finished[s], live, t + 2, bounds[s], cfg)
+                || cfg.stop() == BeamStop::Patient && none_ahead(&finished[s], live, t + 2, cfg);
+            let full = cfg.stop() == BeamStop::Finished && finished[s].len() >= k;
+            if !full && extended > 0 && !settled {
                 // Pad a beam that lacks continuations (tiny vocabularies) with dead rows.
                 while extended < k {
                     next_histories.push(Vec::new());
@@ -166,10 +173,8 @@ pub fn beam_search<M: StepModel + ?Sized>(
             h.select(&idx);
         }
         if still_active.len() != active.len() {
-            let sentence_rows: Vec<i64> = next_rows
-                .iter()
-                .map(|&r| (r / k as i64) * k as i64)
-                .collect();
+            // The encoder rows (one per sentence) of the sentences still decoding.
+            let sentence_rows: Vec<i64> = next_rows.chunks(k).map(|c| c[0] / k as i64).collect();
             enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
         }
         prev = Tensor::from_slice(&next_tokens).to_device(device);
@@ -185,6 +190,45 @@ pub fn beam_search<M: StepModel + ?Sized>(
             hyps
         })
         .collect())
+}
+
+/// Adds `hyp` to `finished`, keeping at most `k`: the best by normalized score (the first
+/// found among equals).
+fn keep_best(finished: &mut Vec<Hypothesis>, hyp: Hypothesis, k: usize) {
+    if finished.len() < k {
+        finished.push(hyp);
+        return;
+    }
+    let worst = (0..finished.len())
+        .min_by(|&a, &b| {
+            finished[a]
+                .normalized
+                .total_cmp(&finished[b].normalized)
+                .then(b.cmp(&a))
+        })
+        .expect("k >= 1");
+    if hyp.normalized > finished[worst].normalized {
+        finished.remove(worst);
+        finished.push(hyp);
+    }
+}
+
+/// [`BeamStop::Patient`]'s stop: whether the sentence has its `n_best` finished hypotheses and
+/// none of its live ones, ended at the next step (`len_next` tokens with `</s>`), would
+/// normalize above the `n_best`-th of them. Live scores only fall as hypotheses grow, but the
+/// length penalty grows too, so this is the usual heuristic (Hugging Face's beam scorer), not
+/// a bound like [`cannot_improve`].
+fn none_ahead(finished: &[Hypothesis], live: &[f32], len_next: usize, cfg: &DecodeConfig) -> bool {
+    if finished.len() < cfg.n_best {
+        return false;
+    }
+    let mut normalized: Vec<f64> = finished.iter().map(|h| h.normalized).collect();
+    normalized.sort_by(|a, b| b.total_cmp(a));
+    let nth = normalized[cfg.n_best - 1];
+    let lp = length_penalty(len_next, cfg.alpha());
+    live.iter()
+        .filter(|s| s.is_finite())
+        .all(|&s| (s as f64 / lp) <= nth)
 }
 
 /// Early stop: whether no live hypothesis of a sentence can still enter its `n_best`.
@@ -209,7 +253,7 @@ fn cannot_improve(
     let mut normalized: Vec<f64> = finished.iter().map(|h| h.normalized).collect();
     normalized.sort_by(|a, b| b.total_cmp(a));
     let nth = normalized[cfg.n_best - 1];
-    let lp = length_penalty(min_len_next, cfg.alpha).max(length_penalty(bound, cfg.alpha));
+    let lp = length_penalty(min_len_next, cfg.alpha()).max(length_penalty(bound, cfg.alpha()));
     live_scores
         .iter()
         .filter(|s| s.is_finite())

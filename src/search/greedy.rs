@@ -51,7 +51,7 @@ pub fn greedy_search<M: StepModel + ?Sized>(
             if tok == EOS_ID || tokens[s].len() + 1 >= bounds[s] {
                 let len = tokens[s].len() + 1;
                 let score = host_scores[r] as f64;
-                let normalized = score / length_penalty(len, cfg.alpha);
+                let normalized = score / length_penalty(len, cfg.alpha());
                 let matrix = match &attention {
                     Some(h) => Some(h.matrix(r, sources[s].len() + 1)?),
                     None => None,

@@ -32,7 +32,9 @@ pub trait StepModel {
     fn encode(&self, src: &Tensor, lengths: &[i64]) -> Self::Encoded;
     /// The state before the first step.
     fn initial_state(&self, enc: &Self::Encoded) -> Self::State;
-    /// One step from `prev [batch]` (int64, `<s>` first).
+    /// One step from `prev [batch]` (int64, `<s>` first). `batch` is the encoded batch's or a
+    /// multiple `g` of it: rows `i * g .. (i + 1) * g` are hypotheses of sentence `i` (beam
+    /// search keeps one copy of each sentence's encoder output).
     fn step(&self, prev: &Tensor, state: &Self::State, enc: &Self::Encoded) -> Step<Self::State>;
     /// Rows `index [n]` (int64) of an encoded batch.
     fn select_encoded(&self, enc: &Self::Encoded, index: &Tensor) -> Self::Encoded;

@@ -1,0 +1,207 @@
+//! The output layer and the label-smoothed cross-entropy as one fused, chunked computation
+//! with a hand-written backward (`train.fused_loss`, on by default).
+//!
+//! The plain path (`logits -> log_softmax -> gather / mean`, then autograd) materializes the
+//! `[tokens, vocab]` logits, log-probabilities and their gradients as separate tensors, each
+//! a pass over memory far larger than the caches (2000 tokens x 4000 words x 4 bytes = 32 MB),
+//! and autograd adds a zeroed scatter for the gather and an expanded gradient for the mean.
+//! Here the rows are processed in chunks of about 1M logits (4 MB, cache-resident), and for
+//! each chunk the forward and the backward happen together, in place:
+//!
+//! ```text
+//! z = x W^T + b                        logits of the chunk
+//! lse = log sum_j exp z_j              (max-shifted)
+//! nll = lse - z_gold                   -log p(gold)
+//! smooth = lse - mean_j z_j            mean_j -log p_j
+//! loss = (1 - eps) nll + eps smooth    PyTorch's label smoothing
+//! dL/dz = softmax(z) - (1 - eps) onehot(gold) - eps / V
+//! dW += dz^T x,  db += sum_rows dz,  dx = dz W
+//! ```
+//!
+//! The gradients enter autograd through a surrogate: `loss = value + s - s.detach()` with
+//! `s = <x, dx> + <W, dW> + <b, db>`, whose value is the loss and whose gradient with respect
+//! to `x`, `W` and `b` is exactly `dx`, `dW` and `db`; so callers backpropagate it like any
+//! loss (scaling it scales the gradients, accumulation and tied weights work unchanged). In
+//! evaluation (no gradient needed) the backward part is skipped. The result equals the plain
+//! path's up to float rounding (a test checks loss and gradients).
+use tch::{Kind, Tensor};
+
+/// Logits per chunk (4 MB in float32).
+const CHUNK_LOGITS: i64 = 1 << 20;
+
+/// Sums over the rows, as [`crate::model::Loss`] holds them.
+#[derive(Debug)]
+pub struct OutputLoss {
+    /// `(1 - eps) * nll + eps * smooth`, summed: a scalar to backpropagate.
+    pub loss: Tensor,
+    /// `-log p(gold)`, summed (no gradient).
+    pub nll: Tensor,
+}
+
+/// Fused output layer and label-smoothed cross-entropy.
+///
+/// * `x`: `[n, hidden]` (dropout already applied), float32
+/// * `weight`: `[vocab, hidden]`, `bias`: `[vocab]`
+/// * `gold`: `[n]` int64, every id in `0..vocab`
+/// * `eps`: label smoothing in `[0, 1)`
+///
+/// Gradients are computed when `x`, `weight` or `bias` requires one.
+pub fn fused_output_loss(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    gold: &Tensor,
+    eps: f64,
+) -> OutputLoss {
+    let (n, hidden) = (x.size()[0], x.size()[1]);
+    let vocab = weight.size()[0];
+    assert!(
+        weight.size() == [vocab, hidden] && gold.size() == [n],
+        "fused_output_loss: x {:?}, weight {:?} and gold {:?} disagree",
+        x.size(),
+        weight.size(),
+        gold.size()
+    );
+    let need_grad =
+        x.requires_grad() || weight.requires_grad() || bias.is_some_and(Tensor::requires_grad);
+    let rows = (CHUNK_LOGITS / vocab.max(1)).clamp(16, n.max(16));
+    let opts = (Kind::Float, x.device());
+    let (value, nll, grads) = tch::no_grad(|| {
+        let xd = x.detach();
+        let w = weight.detach();
+        let wt = w.tr();
+        let b = bias.map(Tensor::detach);
+        let mut nll_sum = Tensor::zeros([], opts);
+        let mut smooth_sum = Tensor::zeros([], opts);
+        let grads = need_grad.then(|| {
+            (
+                Tensor::empty([n, hidden], (x.kind(), x.device())),
+                Tensor::zeros([vocab, hidden], opts),
+                Tensor::zeros([vocab], opts),
+            )
+        });
+        let mut start = 0;
+        while start < n {
+            let len = rows.min(n - start);
+            let xc = xd.narrow(0, start, len);
+            let g = gold.narrow(0, start, len).unsqueeze(1);
+            let mut z = match &b {
+                Some(b) => b.addmm(&xc, &wt),
+                None => xc.mm(&wt),
+            }
+            .to_kind(Kind::Float);
+            let max = z.amax([1].as_slice(), true);
+            let _ = z.g_sub_(&max);
+            let z_sum = z.sum_dim_intlist([1].as_slice(), false, Kind::Float);
+            let z_gold = z.gather(1, &g, false).squeeze_dim(1);
+            let _ = z.exp_();
+            let s = z.sum_dim_intlist([1].as_slice(), true, Kind::Float);
+            let lse = s.log().squeeze_dim(1);
+            nll_sum += (&lse - &z_gold).sum(Kind::Float);
+            smooth_sum += (&lse - z_sum / vocab as f64).sum(Kind::Float);
+            if let Some((dx, dw, db)) = &grads {
+                // z becomes dL/dz in place: softmax - eps / V - (1 - eps) at the gold word.
+                let _ = z.g_div_(&s).g_sub_scalar_(eps / vocab as f64);
+                let _ = z.scatter_add_(1, &g, &Tensor::full([len, 1], eps - 1.0, opts));
+                let mut dw = dw.shallow_clone();
+                let _ = dw.addmm_(&z.tr(), &xc.to_kind(Kind::Float));
+                let mut db = db.shallow_clone();
+                let _ = db.g_add_(&z.sum_dim_intlist([0].as_slice(), false, Kind::Float));
+                let mut dx_c = dx.narrow(0, start, len);
+                dx_c.copy_(&z.mm(&w.to_kind(Kind::Float)));
+            }
+            start += len;
+        }
+        let value = &nll_sum * (1.0 - eps) + &smooth_sum * eps;
+        (value, nll_sum, grads)
+    });
+    let loss = match grads {
+        Some((dx, dw, db)) => {
+            let mut s = (x * dx).sum(Kind::Float);
+            if weight.requires_grad() {
+                s += (weight * dw.to_kind(weight.kind())).sum(Kind::Float);
+            }
+            if let Some(b) = bias.filter(|b| b.requires_grad()) {
+                s += (b * db.to_kind(b.kind())).sum(Kind::Float);
+            }
+            value + (&s - s.detach())
+        }
+        None => value,
+    };
+    OutputLoss { loss, nll }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The plain path: logits, log-softmax, gather and mean, through autograd.
+    fn plain(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gold: &Tensor, eps: f64) -> Tensor {
+        let lp = x.linear(w, b).log_softmax(-1, Kind::Float);
+        let nll = -lp.gather(1, &gold.unsqueeze(1), false).sum(Kind::Float);
+        let smooth = -lp.mean_dim(-1, false, Kind::Float).sum(Kind::Float);
+        nll * (1.0 - eps) + smooth * eps
+    }
+
+    fn leaf(t: Tensor) -> Tensor {
+        t.set_requires_grad(true)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// Loss, nll and the gradients of x, W and b equal the plain path's to float rounding,
+    /// over several chunks (the last one partial), with and without smoothing and bias.
+    #[test]
+    fn matches_the_plain_path() {
+        tch::manual_seed(3);
+        let (n, h, v) = (700, 24, 5000); // 209 rows per chunk: 4 chunks
+        for (eps, with_bias) in [(0.1, true), (0.0, true), (0.3, false)] {
+            let x0 = Tensor::randn([n, h], (Kind::Float, Device::Cpu));
+            let w0 = Tensor::randn([v, h], (Kind::Float, Device::Cpu)) * 0.3;
+            let b0 = Tensor::randn([v], (Kind::Float, Device::Cpu));
+            let gold = Tensor::randint(v, [n], (Kind::Int64, Device::Cpu));
+            let run = |fused: bool| {
+                let (x, w, b) = (leaf(x0.copy()), leaf(w0.copy()), leaf(b0.copy()));
+                let b_opt = with_bias.then_some(&b);
+                let loss = if fused {
+                    fused_output_loss(&x, &w, b_opt, &gold, eps).loss
+                } else {
+                    plain(&x, &w, b_opt, &gold, eps)
+                };
+                (&loss * 0.01).backward();
+                let db = with_bias.then(|| b.grad());
+                (loss.double_value(&[]), x.grad(), w.grad(), db)
+            };
+            let (l1, dx1, dw1, db1) = run(false);
+            let (l2, dx2, dw2, db2) = run(true);
+            assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "loss {l1} vs {l2}");
+            for (a, b) in [(&dx1, &dx2), (&dw1, &dw2)] {
+                let scale = a.abs().max().double_value(&[]);
+                assert!(max_diff(a, b) <= 1e-4 * scale, "gradient differs");
+            }
+            if let (Some(a), Some(b)) = (db1, db2) {
+                let scale = a.abs().max().double_value(&[]);
+                assert!(max_diff(&a, &b) <= 1e-4 * scale, "bias gradient differs");
+            }
+            let nll = fused_output_loss(&x0, &w0, Some(&b0), &gold, eps).nll;
+            let lp = x0.linear(&w0, Some(&b0)).log_softmax(-1, Kind::Float);
+            let want = -lp.gather(1, &gold.unsqueeze(1), false).sum(Kind::Float);
+            assert!(max_diff(&nll, &want) <= 1e-5 * want.abs().double_value(&[]));
+        }
+    }
+
+    /// Without a gradient to compute the loss is the same and nothing requires a gradient.
+    #[test]
+    fn evaluation_skips_the_backward() {
+        let x = Tensor::randn([50, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([30, 8], (Kind::Float, Device::Cpu));
+        let gold = Tensor::randint(30, [50], (Kind::Int64, Device::Cpu));
+        let out = fused_output_loss(&x, &w, None, &gold, 0.1);
+        assert!(!out.loss.requires_grad());
+        let want = plain(&x, &w, None, &gold, 0.1).double_value(&[]);
+        assert!((out.loss.double_value(&[]) - want).abs() < 1e-4 * want.abs());
+    }
+}
