@@ -13,6 +13,13 @@
 # and scored. "minutes" is the wall-clock time of the training pieces (start-up, tokenizer
 # training and validations included; test decoding excluded), "updates" the updates done.
 #
+# Each point is also translated greedily, and both are reported with the brevity penalty (BP).
+# Beam search uses the model's calibrated decoding defaults (decode.json, written by rnmt-train
+# at the end of every piece). With the budgeted learning-rate decay (train.decay, the default)
+# each piece ends with the rate decayed over the last part of all pieces so far, so every point
+# is a model cooled down at that time, as a single run of that length would end (the earlier
+# pieces' decays are then re-warmed; see src/schedule.rs).
+#
 # Output: a table on stdout, and MODEL_DIR/quality.tsv and MODEL_DIR/quality.svg (the curve).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,7 +46,7 @@ scripts/setup.sh >/dev/null
 cargo build --release --workspace --bins --quiet
 mkdir -p "$MODEL_DIR"
 table="$MODEL_DIR/quality.tsv"
-printf 'minutes\tupdates\tvalid_bleu\ttest_bleu\ttest_chrf\n' > "$table"
+printf 'minutes\tupdates\tvalid_bleu\ttest_bleu\ttest_chrf\ttest_bp\tgreedy_bleu\tgreedy_bp\talpha\n' > "$table"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 echo "== bench-quality: $CORPUS, budget $BUDGET in $POINTS pieces, beam $BEAM, $(nproc) cores ($cpu)"
 echo "   model: $MODEL_DIR; rnmt-train options: ${*:-(defaults)}"
@@ -60,10 +67,16 @@ for ((i = 1; i <= POINTS; i++)); do
         scripts/evaluate.sh "$MODEL_DIR" "corpora/$CORPUS.test.tsv") || die "evaluation failed"
     tbleu=$(grep -m1 'BLEU|' <<< "$out" | sed 's/^[^=]*= \([0-9.]*\).*/\1/') || true
     tchrf=$(grep -m1 'chrF2|' <<< "$out" | sed 's/^[^=]*= \([0-9.]*\).*/\1/') || true
+    tbp=$(grep -m1 'BLEU|' <<< "$out" | sed 's/.*BP = \([0-9.]*\).*/\1/') || true
     [[ -n "$tbleu" && -n "$tchrf" ]] || die "no BLEU/chrF in the evaluation output: $out"
+    gout=$(TRANSLATE_OPTS="--beam 1 ${THREADS:+--threads $THREADS}" \
+        scripts/evaluate.sh "$MODEL_DIR" "corpora/$CORPUS.test.tsv") || die "evaluation failed"
+    gbleu=$(grep -m1 'BLEU|' <<< "$gout" | sed 's/^[^=]*= \([0-9.]*\).*/\1/') || true
+    gbp=$(grep -m1 'BLEU|' <<< "$gout" | sed 's/.*BP = \([0-9.]*\).*/\1/') || true
+    alpha=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['alpha'])" "$MODEL_DIR/decode.json" 2>/dev/null || echo 1.0)
     mins=$(python3 -c "print(f'{$wall/60:.2f}')")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$mins" "$step" "$vbleu" "$tbleu" "$tchrf" >> "$table"
-    echo "   $mins min | $step updates | valid BLEU (greedy) $vbleu | test BLEU (beam $BEAM) $tbleu | chrF $tchrf"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mins" "$step" "$vbleu" "$tbleu" "$tchrf" "$tbp" "$gbleu" "$gbp" "$alpha" >> "$table"
+    echo "   $mins min | $step updates | valid BLEU (greedy) $vbleu | test BLEU beam $BEAM $tbleu (BP $tbp, alpha $alpha) | greedy $gbleu (BP $gbp) | chrF $tchrf"
 done
 # The model selected for the test set is model.safetensors, the best by validation BLEU.
 

@@ -376,6 +376,9 @@ pub struct TrainConfig {
     /// hand-written backward (`model::output_loss`); `false` runs the plain autograd path.
     /// Both give the same loss and gradients up to float rounding.
     pub fused_loss: bool,
+    /// Take Adam's step with libtorch's fused multi-tensor AdamW kernel (`csrc/adam.cpp`);
+    /// `false`: elementwise operations per parameter. The same update up to float rounding.
+    pub fused_adam: bool,
 }
 
 impl Default for TrainConfig {
@@ -406,6 +409,7 @@ impl Default for TrainConfig {
             log_every: 50,
             keep_checkpoints: 0,
             fused_loss: true,
+            fused_adam: true,
             decay: DecayShape::Linear,
             decay_steps: None,
             decay_fraction: 0.3,
@@ -763,6 +767,7 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.log_every",
     "train.keep_checkpoints",
     "train.fused_loss",
+    "train.fused_adam",
     "train.decay",
     "train.decay_steps",
     "train.decay_fraction",

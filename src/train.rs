@@ -260,6 +260,7 @@ impl<'a> Trainer<'a> {
         model.set_fused_loss(config.train.fused_loss);
         let t = &config.train;
         let mut opt = Adam::new(&vs, AdamConfig::from(t));
+        opt.fused = t.fused_adam;
         let mut state = TrainerState {
             step: 0,
             epoch: 0,
@@ -356,6 +357,7 @@ impl<'a> Trainer<'a> {
             match c.key.as_str() {
                 "train.lr" => self.state.schedule.lr = t.lr,
                 "train.fused_loss" => self.model.set_fused_loss(t.fused_loss),
+                "train.fused_adam" => self.opt.fused = t.fused_adam,
                 "train.patience" => {
                     self.state.schedule.stopped_early =
                         t.patience > 0 && self.state.schedule.bad_validations >= t.patience

@@ -80,8 +80,16 @@ fn writes_a_self_describing_model_directory() {
 fn resume_continues_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    // Validation inside the run exercises the schedule state too.
-    let set = ["--set", "train.valid_every=5"];
+    // Validation inside the run exercises the schedule state too, and a budgeted decay over
+    // the 12 updates (warm-up 2, cooling down from update 9) the learning-rate schedule.
+    let set = [
+        "--set",
+        "train.valid_every=5",
+        "--set",
+        "train.warmup_steps=2",
+        "--set",
+        "train.decay_steps=12",
+    ];
     let a = train(
         tmp.path(),
         &one,
