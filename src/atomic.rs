@@ -234,14 +234,23 @@ mod tests {
         let link = dir.path().join("link.txt");
         std::os::unix::fs::symlink("target.txt", &link).unwrap();
         write_atomic(&link, b"new").unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
         // A dangling link: its target is created.
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink("made.txt", &dangling).unwrap();
         write_atomic(&dangling, b"made").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("made.txt")).unwrap(), "made");
-        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("made.txt")).unwrap(),
+            "made"
+        );
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
         let fifo = dir.path().join("fifo");
         assert!(std::process::Command::new("mkfifo")
@@ -256,7 +265,10 @@ mod tests {
         };
         write_atomic(&fifo, b"through the pipe").unwrap();
         assert_eq!(reader.join().unwrap(), b"through the pipe");
-        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
         let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

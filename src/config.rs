@@ -598,13 +598,7 @@ pub fn cut_message(m: &str) -> String {
     while !m.is_char_boundary(t) {
         t += 1;
     }
-    format!(
-        "{} [... {} bytes cut ...] {}",
-        &m[..h],
-        t - h,
-        &m[t..]
-    )
-    .replace('\n', " ")
+    format!("{} [... {} bytes cut ...] {}", &m[..h], t - h, &m[t..]).replace('\n', " ")
 }
 
 /// The keys a command states: the leaves of a `--config` file, `--set` overrides and flags,
@@ -831,12 +825,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     if !n.is_finite() || n < 0.0 {
         return Err(Error::Config(format!("bad duration '{s}'")));
     }
-    std::time::Duration::try_from_secs_f64(n * mult).map_err(|_| {
-        Error::Config(format!(
-            "bad duration '{s}': at most {} seconds",
-            u64::MAX
-        ))
-    })
+    std::time::Duration::try_from_secs_f64(n * mult)
+        .map_err(|_| Error::Config(format!("bad duration '{s}': at most {} seconds", u64::MAX)))
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@ pub const KEY: &str = "rnmt.sha256";
 /// The parts of a safetensors file: `(header JSON, data section)`, or a message.
 fn split(bytes: &[u8]) -> std::result::Result<(&[u8], &[u8]), String> {
     if bytes.len() < 8 {
-        return Err(format!("{} bytes, shorter than a safetensors header", bytes.len()));
+        return Err(format!(
+            "{} bytes, shorter than a safetensors header",
+            bytes.len()
+        ));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if n > (bytes.len() - 8) as u64 {
@@ -70,8 +73,9 @@ pub fn seal(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
 /// temporary file before it is synced and renamed).
 pub fn seal_file(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let sealed = seal(&bytes)
-        .map_err(|m| Error::ModelDir(format!("{}: cannot record its digest: {m}", path.display())))?;
+    let sealed = seal(&bytes).map_err(|m| {
+        Error::ModelDir(format!("{}: cannot record its digest: {m}", path.display()))
+    })?;
     std::fs::write(path, sealed).map_err(|e| Error::io(path, e))
 }
 
@@ -88,7 +92,8 @@ pub enum Checked {
 /// A mismatch, or a file too short for its header, is an error naming `path`.
 pub fn verify(bytes: &[u8], path: &Path) -> Result<Checked> {
     let bad = |m: String| Error::ModelDir(format!("{}: {m}", path.display()));
-    let (header, data) = split(bytes).map_err(|m| bad(format!("truncated or not safetensors: {m}")))?;
+    let (header, data) =
+        split(bytes).map_err(|m| bad(format!("truncated or not safetensors: {m}")))?;
     // A header that is not JSON is left to the safetensors reader's own message.
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
         return Ok(Checked::Unrecorded);
@@ -136,7 +141,10 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         let err = verify(&flipped, p).unwrap_err().to_string();
-        assert!(err.contains("w.safetensors: the weights do not match the digest"), "{err}");
+        assert!(
+            err.contains("w.safetensors: the weights do not match the digest"),
+            "{err}"
+        );
         let cut = &sealed[..sealed.len() - 3];
         assert!(verify(cut, p).is_err());
         // Sealing twice keeps one digest, of the same data.

@@ -77,13 +77,21 @@ mod tests {
         let f = dir.path().join("c.json");
         std::fs::write(&f, b"{}").unwrap();
         assert_eq!(read_bounded(&f, 2, "a config file").unwrap(), b"{}");
-        let err = read_bounded(&f, 1, "a config file").unwrap_err().to_string();
-        assert!(err.contains("is 2 bytes; a config file is at most 1 bytes"), "{err}");
+        let err = read_bounded(&f, 1, "a config file")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is 2 bytes; a config file is at most 1 bytes"),
+            "{err}"
+        );
         let err = read_bounded(dir.path(), 10, "x").unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
         let link = dir.path().join("zero");
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
         let err = read_bounded(&link, 10, "x").unwrap_err().to_string();
-        assert!(err.contains("is a character device, not a regular file"), "{err}");
+        assert!(
+            err.contains("is a character device, not a regular file"),
+            "{err}"
+        );
     }
 }

@@ -354,13 +354,13 @@ impl SubwordTokenizer {
         // A regular file of bounded size only (not a FIFO, not /dev/zero).
         let bytes = crate::modelfile::read_bounded(path, MAX_TOKENIZER_BYTES, "a tokenizer file")
             .map_err(|e| match e {
-                crate::error::Error::Io { source, .. } => TokenizerError::Io {
-                    path: path.to_path_buf(),
-                    op: "read".into(),
-                    cause: source,
-                },
-                other => invalid(other.to_string()),
-            })?;
+            crate::error::Error::Io { source, .. } => TokenizerError::Io {
+                path: path.to_path_buf(),
+                op: "read".into(),
+                cause: source,
+            },
+            other => invalid(other.to_string()),
+        })?;
         let json = String::from_utf8(bytes).map_err(|_| invalid("not valid UTF-8".into()))?;
         // The `tokenizers` deserializer can panic on malformed input (a file cut inside its
         // "decoder" object did): check the JSON first, and contain a panic all the same.

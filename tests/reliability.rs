@@ -584,21 +584,41 @@ fn output_writes_through_links_fifos_and_devices() {
     std::fs::write(&target, "old\n").unwrap();
     let link = tmp.path().join("link.txt");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let o = translate_with(model(), &["-o", link.to_str().unwrap()], input, Duration::from_secs(60));
+    let o = translate_with(
+        model(),
+        &["-o", link.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(file_type(&link).is_symlink(), "the link was replaced");
     assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
     assert_ne!(std::fs::read_to_string(&target).unwrap(), "old\n");
 
     let fifo = tmp.path().join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(&fifo).unwrap())
     };
-    let o = translate_with(model(), &["-o", fifo.to_str().unwrap()], input, Duration::from_secs(60));
+    let o = translate_with(
+        model(),
+        &["-o", fifo.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(String::from_utf8(reader.join().unwrap()).unwrap().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8(reader.join().unwrap())
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
     assert!(file_type(&fifo).is_fifo(), "the FIFO was replaced");
 
     let null = tmp.path().join("null");
@@ -607,14 +627,33 @@ fn output_writes_through_links_fifos_and_devices() {
         eprintln!("device part skipped: mknod is not permitted here (needs root)");
         return;
     }
-    let o = translate_with(model(), &["-o", null.to_str().unwrap()], input, Duration::from_secs(60));
+    let o = translate_with(
+        model(),
+        &["-o", null.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(file_type(&null).is_char_device(), "the device node was replaced");
-    let o = translate_with(model(), &["-o", full.to_str().unwrap()], input, Duration::from_secs(60));
+    assert!(
+        file_type(&null).is_char_device(),
+        "the device node was replaced"
+    );
+    let o = translate_with(
+        model(),
+        &["-o", full.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
     assert_one_line_error(&o, "No space left on device");
-    assert!(file_type(&full).is_char_device(), "the device node was replaced");
+    assert!(
+        file_type(&full).is_char_device(),
+        "the device node was replaced"
+    );
     // Nothing else was created next to them.
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 5, "{names:?}");
 }
 
@@ -658,10 +697,16 @@ fn an_oversized_weights_file_is_refused_by_size() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
     copy_dir(model(), &m);
-    let f = std::fs::OpenOptions::new().write(true).open(m.join("model.safetensors")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("model.safetensors"))
+        .unwrap();
     f.set_len(1 << 40).unwrap(); // sparse: 1 TB
     let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(30));
-    assert_one_line_error(&o, "is 1099511627776 bytes; a weights file of this model is at most");
+    assert_one_line_error(
+        &o,
+        "is 1099511627776 bytes; a weights file of this model is at most",
+    );
 }
 
 /// Writes `tensors` with the header's `__metadata__` removed (a file from before digests).
@@ -674,21 +719,33 @@ fn write_plain(path: &Path, tensors: &[(String, tch::Tensor)]) {
 fn nonsense_is_refused_not_accepted() {
     for (args, needle) in [
         (vec!["--alpha", "NaN"], "alpha"),
-        (vec!["--min-len", "20", "--max-len", "5"], "min-len 20 is above max-len 5"),
+        (
+            vec!["--min-len", "20", "--max-len", "5"],
+            "min-len 20 is above max-len 5",
+        ),
     ] {
         let o = translate_with(model(), &args, b"hi\n", Duration::from_secs(60));
         assert_one_line_error(&o, needle);
     }
     // Weights of another element type with the right shapes.
     let tmp = tempfile::tempdir().unwrap();
-    for kind in [tch::Kind::Half, tch::Kind::Double, tch::Kind::Int64, tch::Kind::Bool] {
+    for kind in [
+        tch::Kind::Half,
+        tch::Kind::Double,
+        tch::Kind::Int64,
+        tch::Kind::Bool,
+    ] {
         let m = tmp.path().join(format!("{kind:?}"));
         copy_dir(model(), &m);
         let path = m.join("model.safetensors");
         let ts: Vec<(String, tch::Tensor)> = tensors(&path)
             .into_iter()
             .map(|(n, t)| {
-                let t = if n.contains("embed") { t.to_kind(kind) } else { t };
+                let t = if n.contains("embed") {
+                    t.to_kind(kind)
+                } else {
+                    t
+                };
                 (n, t)
             })
             .collect();
@@ -699,12 +756,17 @@ fn nonsense_is_refused_not_accepted() {
     // tokenizer.json settings that change the input silently.
     for (pointer, value, needle) in [
         ("/model/dropout", serde_json::json!(0.9), "dropout"),
-        ("/truncation", serde_json::json!({"max_length": 2, "strategy": "LongestFirst", "stride": 0, "direction": "Right"}), "truncation"),
+        (
+            "/truncation",
+            serde_json::json!({"max_length": 2, "strategy": "LongestFirst", "stride": 0, "direction": "Right"}),
+            "truncation",
+        ),
     ] {
         let m = tmp.path().join(format!("tok{}", needle));
         copy_dir(model(), &m);
         let p = m.join("tokenizer.json");
-        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         *v.pointer_mut(pointer).unwrap() = value;
         std::fs::write(&p, v.to_string()).unwrap();
         let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
@@ -733,12 +795,17 @@ fn a_multiplying_normalizer_is_refused() {
     let m = tmp.path().join("m");
     copy_dir(model(), &m);
     let p = m.join("tokenizer.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    let step = serde_json::json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aaaaaaaaaa"});
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let step =
+        serde_json::json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aaaaaaaaaa"});
     v["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": vec![step; 6]});
     std::fs::write(&p, v.to_string()).unwrap();
     let o = translate_with(&m, &[], b"a banana\n", Duration::from_secs(30));
-    assert_one_line_error(&o, "its normalizer can make a text up to 1000000 times longer");
+    assert_one_line_error(
+        &o,
+        "its normalizer can make a text up to 1000000 times longer",
+    );
 }
 
 /// Item 7: the weights carry a digest; flipped bits, a zeroed embedding or a truncated file
@@ -767,7 +834,11 @@ fn corrupted_weights_are_detected() {
     let ts: Vec<(String, tch::Tensor)> = tensors(&path)
         .into_iter()
         .map(|(n, t)| {
-            let t = if n.contains("tgt") && n.contains("embed") { t.zeros_like() } else { t };
+            let t = if n.contains("tgt") && n.contains("embed") {
+                t.zeros_like()
+            } else {
+                t
+            };
             (n, t)
         })
         .collect();
@@ -806,7 +877,11 @@ fn config_messages_are_short_and_exact() {
     std::fs::write(m.join("config.json"), v.to_string()).unwrap();
     let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
     assert_one_line_error(&o, "config.json");
-    assert!(stderr(&o).len() < 1000, "{} bytes of message", stderr(&o).len());
+    assert!(
+        stderr(&o).len() < 1000,
+        "{} bytes of message",
+        stderr(&o).len()
+    );
     // A 10 MB config.json is refused by its size.
     v["model"]["emb_size"] = "x".repeat(10_000_000).into();
     std::fs::write(m.join("config.json"), v.to_string()).unwrap();
@@ -824,7 +899,10 @@ fn config_messages_are_short_and_exact() {
     let input = b"Click the Save button.\n";
     let bom = translate_with(&m, &[], input, Duration::from_secs(60));
     assert!(bom.status.success(), "{}", stderr(&bom));
-    assert_eq!(bom.stdout, translate_with(model(), &[], input, Duration::from_secs(60)).stdout);
+    assert_eq!(
+        bom.stdout,
+        translate_with(model(), &[], input, Duration::from_secs(60)).stdout
+    );
 }
 
 /// Item 9: a failed write leaves no temporary file or `last.new/` behind.
@@ -838,14 +916,20 @@ fn failed_writes_leave_nothing_behind() {
     let target = tmp.path().join("model.safetensors");
     std::fs::create_dir_all(target.join("x")).unwrap();
     assert!(save_weights(&vs, &target).is_err());
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["model.safetensors"], "left behind: {names:?}");
     let err = replace_last(tmp.path(), |dir| {
         std::fs::write(dir.join(".weights.safetensors.tmp.safetensors"), b"half").unwrap();
         Err(rnmt::error::Error::Input("disk full".into()))
     });
     assert!(err.is_err());
-    assert!(!tmp.path().join("last.new").exists(), "last.new/ left behind");
+    assert!(
+        !tmp.path().join("last.new").exists(),
+        "last.new/ left behind"
+    );
     assert!(!tmp.path().join("last").exists());
 }
 
@@ -856,11 +940,17 @@ fn failed_writes_leave_nothing_behind() {
 #[test]
 fn fuzz_model_directory_loading() {
     use rnmt::rng::Rng;
-    let cases: u64 = std::env::var("RNMT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let cases: u64 = std::env::var("RNMT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let files = ["config.json", "tokenizer.json", "model.safetensors"];
-    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(model().join(f)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(model().join(f)).unwrap())
+        .collect();
     let mut rng = Rng::new(21);
     let m = tmp.path().join("m");
     copy_dir(model(), &m);
@@ -886,7 +976,9 @@ fn fuzz_model_directory_loading() {
                 bytes[..8].copy_from_slice(&n.to_le_bytes());
             }
             _ => {
-                let j = ["{", "[", "\"", "}", "]", ":", ",", "null", "1e999", "-1", "\u{feff}"];
+                let j = [
+                    "{", "[", "\"", "}", "]", ":", ",", "null", "1e999", "-1", "\u{feff}",
+                ];
                 let at = rng.below(bytes.len() as u64) as usize;
                 let piece = j[rng.below(j.len() as u64) as usize].as_bytes().to_vec();
                 bytes.splice(at..at, piece);
@@ -900,10 +992,18 @@ fn fuzz_model_directory_loading() {
         if let Err(e) = loaded {
             let msg = e.to_string();
             assert!(!msg.contains('\n'), "case {case}: not one line: {msg}");
-            assert!(msg.len() < 2000, "case {case}: {} bytes of message", msg.len());
+            assert!(
+                msg.len() < 2000,
+                "case {case}: {} bytes of message",
+                msg.len()
+            );
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Item 8: a CSV quote that is never closed names its line (it said `bad.csv:0`).
@@ -919,7 +1019,9 @@ fn an_unterminated_csv_quote_names_its_line() {
     for (text, line) in [("\"open,x\nc,d\n", 1), ("a,b\n\"open,x\nc,d\n", 2)] {
         let p = tmp.path().join("bad.csv");
         std::fs::write(&p, text).unwrap();
-        let err = read_all(&CorpusSource::from_path(&p), &opts).unwrap_err().to_string();
+        let err = read_all(&CorpusSource::from_path(&p), &opts)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("bad.csv:{line}: unterminated quote")),
             "{text:?}: {err}"

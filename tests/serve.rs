@@ -540,7 +540,12 @@ fn attention_from_a_model_without_it_is_a_400() {
 
 /// Sends raw bytes on a new connection and reads what comes back until the server closes
 /// or `limit` passes: `(bytes, closed by the server within the limit)`.
-fn raw_exchange(addr: SocketAddr, bytes: &[u8], shutdown_write: bool, limit: Duration) -> (Vec<u8>, bool) {
+fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    shutdown_write: bool,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(limit)).unwrap();
     let _ = s.write_all(bytes);
@@ -581,19 +586,38 @@ fn rss_kb(pid: u32) -> u64 {
 fn connections_are_bounded_in_number_and_time() {
     let server = start(
         &[tiny_model()],
-        &["--max-connections", "16", "--header-timeout", "1s", "--body-timeout", "1s"],
+        &[
+            "--max-connections",
+            "16",
+            "--header-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+        ],
     );
     let addr = server.addr;
     let deadline = Duration::from_secs(10);
     // Idle connections and a partial head: closed by the header timeout.
     let t0 = Instant::now();
     let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    let (_, closed) = raw_exchange(addr, b"POST /translator/translate HTTP/1.1\r\nHost: x\r\n", false, deadline);
-    assert!(closed, "a partial head was kept open for {:?}", t0.elapsed());
+    let (_, closed) = raw_exchange(
+        addr,
+        b"POST /translator/translate HTTP/1.1\r\nHost: x\r\n",
+        false,
+        deadline,
+    );
+    assert!(
+        closed,
+        "a partial head was kept open for {:?}",
+        t0.elapsed()
+    );
     for mut s in idle {
         s.set_read_timeout(Some(deadline)).unwrap();
         let mut b = [0u8; 64];
-        assert!(!matches!(s.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut), "an idle connection was kept open");
+        assert!(
+            !matches!(s.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "an idle connection was kept open"
+        );
     }
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 
@@ -601,25 +625,42 @@ fn connections_are_bounded_in_number_and_time() {
         format!("POST /translator/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{extra}\r\n")
     };
     let part = br#"[{"src": "Open the file.", "id": 100}, {"#; // 43 bytes of 1000
-    // A body that stops short and waits: 408 after the body timeout.
+                                                               // A body that stops short and waits: 408 after the body timeout.
     let mut req = head(1000, "").into_bytes();
     req.extend_from_slice(part);
     let (raw, closed) = raw_exchange(addr, &req, false, deadline);
-    assert_eq!(status_of(&raw), Some(408), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        status_of(&raw),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     assert!(closed);
     // A body cut by the client: 400, not 413.
     let (raw, _) = raw_exchange(addr, &req, true, deadline);
-    assert_eq!(status_of(&raw), Some(400), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        status_of(&raw),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     // Content-Length together with chunked: 400.
     let body = r#"[{"src": "Open the file."}]"#;
     let mut req = head(body.len(), "Transfer-Encoding: chunked\r\n").into_bytes();
     req.extend_from_slice(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).as_bytes());
     let (raw, _) = raw_exchange(addr, &req, false, deadline);
-    assert_eq!(status_of(&raw), Some(400), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        status_of(&raw),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 
     // 200 connections at once against a cap of 16: the rest are closed at once, and the
     // server still answers once they go.
-    let many: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    let many: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let (mut closed_at_once, mut open) = (0, 0);
     for s in &many {
@@ -630,12 +671,23 @@ fn connections_are_bounded_in_number_and_time() {
             _ => closed_at_once += 1,
         }
     }
-    assert!((1..=16).contains(&open), "{open} connections open at a cap of 16");
-    assert!(closed_at_once >= 150, "only {closed_at_once} of 200 were closed at the cap of 16");
+    assert!(
+        (1..=16).contains(&open),
+        "{open} connections open at a cap of 16"
+    );
+    assert!(
+        closed_at_once >= 150,
+        "only {closed_at_once} of 200 were closed at the cap of 16"
+    );
     drop(many);
     let t = Instant::now();
     let ok = loop {
-        let (raw, _) = raw_exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false, deadline);
+        let (raw, _) = raw_exchange(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+            deadline,
+        );
         if status_of(&raw) == Some(200) {
             break true;
         }
@@ -658,7 +710,11 @@ fn connections_are_bounded_in_number_and_time() {
         .collect();
     for t in threads {
         let (raw, _) = t.join().unwrap();
-        assert!(matches!(status_of(&raw), Some(400) | None), "{}", String::from_utf8_lossy(&raw[..raw.len().min(200)]));
+        assert!(
+            matches!(status_of(&raw), Some(400) | None),
+            "{}",
+            String::from_utf8_lossy(&raw[..raw.len().min(200)])
+        );
     }
     let grew = rss_kb(server.child.id()).saturating_sub(before);
     assert!(grew < 200 * 1024, "RSS grew by {grew} kB");
@@ -672,8 +728,14 @@ fn connections_are_bounded_in_number_and_time() {
 #[test]
 fn fuzz_the_http_api() {
     use rnmt::rng::Rng;
-    let cases: u64 = std::env::var("RNMT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
-    let server = start(&[tiny_model()], &["--header-timeout", "1s", "--body-timeout", "1s"]);
+    let cases: u64 = std::env::var("RNMT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let server = start(
+        &[tiny_model()],
+        &["--header-timeout", "1s", "--body-timeout", "1s"],
+    );
     let addr = server.addr;
     let (status, expected) = translate(addr, br#"[{"src": "Open the file.", "id": 100}]"#);
     assert_eq!(status, 200);
@@ -681,8 +743,25 @@ fn fuzz_the_http_api() {
     let pick = |rng: &mut Rng, xs: &[&str]| xs[rng.below(xs.len() as u64) as usize].to_string();
     let started = Instant::now();
     for case in 0..cases {
-        let method = pick(&mut rng, &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "POST ", "G\0T", ""]);
-        let path = pick(&mut rng, &["/translator/translate", "/health", "/", "/translator/models", "/../etc/passwd", "/%ff", "*", "/translator/translate?x=1"]);
+        let method = pick(
+            &mut rng,
+            &[
+                "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "POST ", "G\0T", "",
+            ],
+        );
+        let path = pick(
+            &mut rng,
+            &[
+                "/translator/translate",
+                "/health",
+                "/",
+                "/translator/models",
+                "/../etc/passwd",
+                "/%ff",
+                "*",
+                "/translator/translate?x=1",
+            ],
+        );
         let body: Vec<u8> = match rng.below(6) {
             0 => br#"[{"src": "Open the file.", "id": 100}]"#.to_vec(),
             1 => br#"[{"src": "x", "beam_size": 16, "n_best": 16, "attention": true}]"#.to_vec(),
@@ -693,22 +772,29 @@ fn fuzz_the_http_api() {
                 b[i] = rng.next_u64() as u8;
                 b
             }
-            4 => format!("[{}]", vec![r#"{"src": "\ud800"}"#; rng.below(4) as usize].join(",")).into_bytes(),
+            4 => format!(
+                "[{}]",
+                vec![r#"{"src": "\ud800"}"#; rng.below(4) as usize].join(",")
+            )
+            .into_bytes(),
             _ => Vec::new(),
         };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
         for _ in 0..rng.below(4) {
-            head.push_str(&pick(&mut rng, &[
-                "Content-Type: application/json\r\n",
-                "Transfer-Encoding: chunked\r\n",
-                "Content-Length: 5\r\n",
-                "Content-Length: -1\r\n",
-                "Content-Length: 99999999999999999999\r\n",
-                "Expect: 100-continue\r\n",
-                "Connection: keep-alive\r\n",
-                "X: \u{7f}\u{1}\r\n",
-                ": nothing\r\n",
-            ]));
+            head.push_str(&pick(
+                &mut rng,
+                &[
+                    "Content-Type: application/json\r\n",
+                    "Transfer-Encoding: chunked\r\n",
+                    "Content-Length: 5\r\n",
+                    "Content-Length: -1\r\n",
+                    "Content-Length: 99999999999999999999\r\n",
+                    "Expect: 100-continue\r\n",
+                    "Connection: keep-alive\r\n",
+                    "X: \u{7f}\u{1}\r\n",
+                    ": nothing\r\n",
+                ],
+            ));
         }
         let cl = rng.below(3);
         if cl == 0 {
@@ -719,11 +805,21 @@ fn fuzz_the_http_api() {
         req.extend_from_slice(&body);
         let (raw, _) = raw_exchange(addr, &req, rng.below(2) == 0, Duration::from_secs(20));
         if !raw.is_empty() {
-            let status = status_of(&raw).unwrap_or_else(|| panic!("case {case}: not HTTP: {:?}", String::from_utf8_lossy(&raw)));
-            assert!(status < 500, "case {case}: {status}: {}", String::from_utf8_lossy(&raw));
+            let status = status_of(&raw).unwrap_or_else(|| {
+                panic!("case {case}: not HTTP: {:?}", String::from_utf8_lossy(&raw))
+            });
+            assert!(
+                status < 500,
+                "case {case}: {status}: {}",
+                String::from_utf8_lossy(&raw)
+            );
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(180), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(180),
+        "took {:?}",
+        started.elapsed()
+    );
     let (status, v) = translate(addr, br#"[{"src": "Open the file.", "id": 100}]"#);
     assert_eq!((status, &v), (200, &expected));
 }

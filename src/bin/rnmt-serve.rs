@@ -10,8 +10,8 @@ use clap::Parser;
 use rnmt::config::DecodeConfig;
 use rnmt::device::DeviceArgs;
 use rnmt::serve::api::{Limits, SearchOptions};
-use rnmt::serve::worker::{Worker, WorkerConfig};
 use rnmt::serve::conn::{serve, ConnLimits};
+use rnmt::serve::worker::{Worker, WorkerConfig};
 use rnmt::serve::{router, App};
 
 /// Serve translations over HTTP: POST /translator/translate (OpenNMT-py's request and

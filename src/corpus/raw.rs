@@ -222,7 +222,12 @@ impl DelimitedLines {
                 && self.ends_with_newline
                 && self.record.as_slice().ends_with(b"\n")
             {
-                let inside = self.record.as_slice().iter().filter(|&&b| b == b'\n').count();
+                let inside = self
+                    .record
+                    .as_slice()
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
                 return Some(Err(CorpusError::UnterminatedQuote {
                     path: self.path.clone(),
                     line: pos.line().saturating_sub(inside as u64).max(1),

@@ -338,13 +338,19 @@ mod tests {
     /// is within every other limit but over the work bound; a normal one is not.
     #[test]
     fn the_work_of_one_request_is_bounded() {
-        let s = format!(r#"{{"src": "{}", "beam_size": 16, "n_best": 16}}"#, "a ".repeat(1850));
+        let s = format!(
+            r#"{{"src": "{}", "beam_size": 16, "n_best": 16}}"#,
+            "a ".repeat(1850)
+        );
         let big = format!("[{}]", vec![s.as_str(); 256].join(","));
         assert!(big.len() <= Limits::default().max_body_bytes);
         let e = check(&big).unwrap_err();
         assert_eq!(e.status, 413);
         assert!(e.message.contains("--max-request-work"), "{}", e.message);
-        let normal = format!("[{}]", vec![r#"{"src": "Open the file.", "beam_size": 5}"#; 64].join(","));
+        let normal = format!(
+            "[{}]",
+            vec![r#"{"src": "Open the file.", "beam_size": 5}"#; 64].join(",")
+        );
         check(&normal).unwrap();
     }
 

@@ -15,8 +15,13 @@
 //! Shutdown is graceful: on the signal the listener closes, idle connections close, and the
 //! requests in flight finish before [`serve`] returns.
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,6 +44,115 @@ impl Default for ConnLimits {
             max_connections: 128,
             header_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Set on a connection whose request head named both `Content-Length` and
+/// `Transfer-Encoding` (hyper drops the `Content-Length` before the handlers see the head, so
+/// the bytes are watched as they arrive: [`Sniff`]). A request carries it as an extension, and
+/// [`crate::serve::router`] answers 400 and closes the connection.
+#[derive(Debug, Clone, Default)]
+pub struct AmbiguousFraming(pub Arc<AtomicBool>);
+
+impl AmbiguousFraming {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A stream that watches the header names of the bytes read from it: between two blank lines
+/// (one request head), a `Content-Length` and a `Transfer-Encoding` line both present set the
+/// connection's [`AmbiguousFraming`]. A JSON body has no such lines (its strings cannot hold a
+/// raw line break), so bodies never set it.
+pub struct Sniff<S> {
+    inner: S,
+    flag: AmbiguousFraming,
+    name: Vec<u8>,
+    in_name: bool,
+    line_empty: bool,
+    seen_cl: bool,
+    seen_te: bool,
+}
+
+impl<S> Sniff<S> {
+    pub fn new(inner: S, flag: AmbiguousFraming) -> Self {
+        Sniff {
+            inner,
+            flag,
+            name: Vec::with_capacity(24),
+            in_name: true,
+            line_empty: true,
+            seen_cl: false,
+            seen_te: false,
+        }
+    }
+
+    fn watch(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.line_empty {
+                    self.seen_cl = false;
+                    self.seen_te = false;
+                }
+                self.name.clear();
+                self.in_name = true;
+                self.line_empty = true;
+                continue;
+            }
+            if b != b'\r' {
+                self.line_empty = false;
+            }
+            if !self.in_name {
+                continue;
+            }
+            if b == b':' {
+                let name = self.name.trim_ascii();
+                self.seen_cl |= name.eq_ignore_ascii_case(b"content-length");
+                self.seen_te |= name.eq_ignore_ascii_case(b"transfer-encoding");
+                if self.seen_cl && self.seen_te {
+                    self.flag.0.store(true, Ordering::SeqCst);
+                }
+                self.in_name = false;
+            } else if self.name.len() < 24 {
+                self.name.push(b);
+            } else {
+                self.in_name = false;
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let new = buf.filled()[before..].to_vec();
+            self.watch(&new);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -70,7 +184,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let framing = AmbiguousFraming::default();
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(framing.clone())));
+        let stream = Sniff::new(stream, framing);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -64,13 +64,21 @@ async fn reject_ambiguous_length(
     next: axum::middleware::Next,
 ) -> Response {
     let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+    let sniffed = req
+        .extensions()
+        .get::<conn::AmbiguousFraming>()
+        .is_some_and(|f| f.is_set());
+    if sniffed
+        || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))
+    {
         let mut r = error(
             400,
             "a request may not have both Content-Length and Transfer-Encoding",
         );
-        r.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
         return r;
     }
     next.run(req).await
@@ -79,8 +87,10 @@ async fn reject_ambiguous_length(
 /// An error answer that also closes the connection (its request was not read to its end).
 fn error_closing(status: u16, message: impl Into<String>) -> Response {
     let mut r = error(status, message);
-    r.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
@@ -136,35 +146,31 @@ async fn translate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             ),
         );
     }
-    let bytes = match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, limit))
-        .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if over {
-                error_closing(
-                    413,
-                    format!("request body over {limit} bytes (--max-body-bytes)"),
+    let bytes =
+        match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let over = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return if over {
+                    error_closing(
+                        413,
+                        format!("request body over {limit} bytes (--max-body-bytes)"),
+                    )
+                } else {
+                    error_closing(400, format!("request body incomplete or malformed: {e}"))
+                };
+            }
+            Err(_) => {
+                return error_closing(
+                    408,
+                    format!(
+                        "request body not complete within {:?} (--body-timeout)",
+                        app.body_timeout
+                    ),
                 )
-            } else {
-                error_closing(
-                    400,
-                    format!("request body incomplete or malformed: {e}"),
-                )
-            };
-        }
-        Err(_) => {
-            return error_closing(
-                408,
-                format!(
-                    "request body not complete within {:?} (--body-timeout)",
-                    app.body_timeout
-                ),
-            )
-        }
-    };
+            }
+        };
     let ids: Vec<u64> = app.workers.iter().map(|w| w.info.model_id).collect();
     let checked = match api::check_request(&bytes, &app.limits, &ids, app.defaults) {
         Ok(c) => c,

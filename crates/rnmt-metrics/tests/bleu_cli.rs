@@ -621,5 +621,8 @@ fn a_huge_width_is_an_error_not_a_panic() {
     }
     let out = run_in(dir.path(), &["ref", "-i", "ref", "-w", "20", "-b"], None);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{:.20}", 100.0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{:.20}", 100.0)
+    );
 }

@@ -247,7 +247,12 @@ fn run(args: &Args) -> Result<String> {
         return Ok(if args.format == "json" {
             paired_json(&systems, &columns)
         } else {
-            paired_text(&systems, &columns, args.paired_bs_n, usize::from(args.width))
+            paired_text(
+                &systems,
+                &columns,
+                args.paired_bs_n,
+                usize::from(args.width),
+            )
         });
     }
 
@@ -255,8 +260,11 @@ fn run(args: &Args) -> Result<String> {
     let results = metrics
         .iter()
         .map(|m| {
-            Ok(m.corpus_report(&hyps, &ref_streams)?
-                .format(usize::from(args.width), args.score_only, json))
+            Ok(m.corpus_report(&hyps, &ref_streams)?.format(
+                usize::from(args.width),
+                args.score_only,
+                json,
+            ))
         })
         .collect::<Result<Vec<_>, MetricsError>>()?;
     Ok(single_results(&results, json))
