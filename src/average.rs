@@ -61,6 +61,9 @@ fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     if !path.is_file() {
         return Err(Error::ModelDir(format!("{} is missing", path.display())));
     }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::digest::verify(&bytes, path)?;
+    drop(bytes);
     Ok(Tensor::read_safetensors(path)
         .map_err(|e| Error::ModelDir(format!("{}: cannot read weights: {e}", path.display())))?
         .into_iter()
@@ -199,7 +202,14 @@ pub fn average_into(inputs: &[Input], out: &Path) -> Result<()> {
     config.save_dir(out)?;
     let path = out.join(MODEL_FILE);
     let tmp = crate::atomic::tmp_name(&path);
-    Tensor::write_safetensors(&mean, &tmp)?;
-    crate::atomic::sync_file(&tmp)?;
-    crate::atomic::rename_synced(&tmp, &path)
+    let done = (|| {
+        Tensor::write_safetensors(&mean, &tmp)?;
+        crate::digest::seal_file(&tmp)?;
+        crate::atomic::sync_file(&tmp)?;
+        crate::atomic::rename_synced(&tmp, &path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }

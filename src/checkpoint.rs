@@ -70,25 +70,55 @@ pub fn lock_model_dir(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Saves all variables of `vs` as safetensors, atomically.
+/// Saves all variables of `vs` as safetensors with their digest ([`crate::digest`]),
+/// atomically; a failed write removes its temporary file.
 pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
     let tmp = crate::atomic::tmp_name(path);
-    vs.save(&tmp)?;
-    sync_file(&tmp)?;
-    rename_synced(&tmp, path)
+    let done = (|| {
+        vs.save(&tmp)?;
+        crate::digest::seal_file(&tmp)?;
+        sync_file(&tmp)?;
+        rename_synced(&tmp, path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
-/// Loads weights into `vs`, checking that the file holds exactly the model's parameters with
-/// the model's shapes; the error names the first mismatch.
+/// Bytes of the safetensors header at most (the limit of the safetensors format).
+pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// The largest weights file accepted for `params` parameters: their float32 bytes, the
+/// 8-byte length and the largest header.
+pub fn max_weights_bytes(params: u64) -> u64 {
+    params
+        .saturating_mul(4)
+        .saturating_add(8 + MAX_SAFETENSORS_HEADER)
+}
+
+/// Loads weights into `vs`, checking that the file is a regular file of a size that fits the
+/// model, that its digest matches when one is recorded ([`crate::digest`]), and that it
+/// holds exactly the model's parameters with the model's shapes and element type; the error
+/// names the first mismatch.
 pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<()> {
     if !path.exists() {
         return Err(Error::ModelDir(format!("{} is missing", path.display())));
     }
+    let vars = vs.variables();
+    let params: u64 = vars.values().map(|t| t.numel() as u64).sum();
+    let bytes = crate::modelfile::read_bounded(
+        path,
+        max_weights_bytes(params),
+        "a weights file of this model",
+    )
+    .map_err(|e| Error::ModelDir(e.to_string()))?;
+    crate::digest::verify(&bytes, path)?;
+    drop(bytes);
     let stored: HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .map_err(|e| Error::ModelDir(format!("{}: cannot read weights: {e}", path.display())))?
         .into_iter()
         .collect();
-    let vars = vs.variables();
     let mismatch = |m: String| {
         Err(Error::ModelDir(format!(
             "{}: {m}; the weights do not belong to this config.json",
@@ -107,6 +137,15 @@ pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<()> {
                 t.size(),
                 vars[name].size()
             ));
+        }
+        if t.kind() != vars[name].kind() {
+            return Err(Error::ModelDir(format!(
+                "{}: parameter {name} is stored as {:?}, the model's parameters are {:?}; convert the file (rnmt writes {:?})",
+                path.display(),
+                t.kind(),
+                vars[name].kind(),
+                vars[name].kind()
+            )));
         }
     }
     if let Some(extra) = stored.keys().find(|k| !vars.contains_key(*k)) {
@@ -197,7 +236,11 @@ pub fn replace_last(model_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) ->
     };
     rm(&new)?;
     std::fs::create_dir_all(&new).map_err(|e| Error::io(&new, e))?;
-    fill(&new)?;
+    if let Err(e) = fill(&new) {
+        // Nothing of a failed write stays behind (a full disk, a failed save).
+        let _ = std::fs::remove_dir_all(&new);
+        return Err(e);
+    }
     if last.exists() {
         // A complete last.old from an earlier crash is superseded by the new state.
         rm(&old)?;

@@ -573,6 +573,24 @@ impl DecodeConfig {
                 "max-input-tokens and max-line-bytes must be positive".into(),
             ));
         }
+        if !self.alpha.is_finite() || self.alpha < 0.0 {
+            return Err(Error::Config(format!(
+                "alpha (the length penalty) must be a finite number >= 0, got {}",
+                self.alpha
+            )));
+        }
+        if !self.max_len_ratio.is_finite() || self.max_len_ratio < 0.0 {
+            return Err(Error::Config(format!(
+                "max-len-ratio must be a finite number >= 0, got {}",
+                self.max_len_ratio
+            )));
+        }
+        if self.min_len > self.max_len {
+            return Err(Error::Config(format!(
+                "min-len {} is above max-len {}: no translation could end",
+                self.min_len, self.max_len
+            )));
+        }
         Ok(())
     }
 }
@@ -587,19 +605,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads a TOML (`.toml`) or JSON (anything else) config file.
+    /// Reads a TOML (`.toml`) or JSON (anything else) config file: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`], a leading byte order mark dropped; an error quotes at most a few
+    /// hundred bytes of the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_config_text(path)?;
         let parsed = if path.extension().is_some_and(|e| e == "toml") {
             toml::from_str(&text).map_err(|e| e.message().to_string())
         } else {
             serde_json::from_str(&text).map_err(|e| e.to_string())
         };
-        parsed.map_err(|m| Error::Config(format!("{}: {m}", path.display())))
+        parsed.map_err(|m| Error::Config(format!("{}: {}", path.display(), cut_message(&m))))
     }
 
     /// Applies `key.path=value` overrides (see [`Stated::set_override`]).
     pub fn with_overrides(self, overrides: &[String]) -> Result<Self> {
+        check_unique_overrides(overrides)?;
         let mut stated = Stated::new();
         for o in overrides {
             stated.set_override(o)?;
@@ -617,6 +638,16 @@ impl Config {
                 crate::checkpoint::CONFIG_FILE
             )));
         }
+        let text = read_config_text(&path)?;
+        // A config.json without its "model" section would build a model with no vocabulary.
+        if let Ok(serde_json::Value::Object(top)) = serde_json::from_str(&text) {
+            if !top.contains_key("model") {
+                return Err(Error::ModelDir(format!(
+                    "{} has no \"model\" section (it is not a config.json written by rnmt-train)",
+                    path.display()
+                )));
+            }
+        }
         Self::from_file(&path)
     }
 
@@ -626,6 +657,40 @@ impl Config {
             .map_err(|e| Error::json(crate::checkpoint::CONFIG_FILE, e))?;
         crate::checkpoint::write_atomic(&dir.join(crate::checkpoint::CONFIG_FILE), text.as_bytes())
     }
+}
+
+/// Largest config file read (`config.json`, `--config`): a resolved config is a few KB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of a config file: a regular file (a link to one is followed) of at most
+/// [`MAX_CONFIG_BYTES`], valid UTF-8, without a leading byte order mark.
+fn read_config_text(path: &Path) -> Result<String> {
+    let bytes = crate::modelfile::read_bounded(path, MAX_CONFIG_BYTES, "a config file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("{}: not valid UTF-8", path.display())))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
+/// A parser's message cut to its first 160 and last 80 bytes (a huge string value is echoed
+/// by serde whole; the end holds the line and column).
+pub fn cut_message(m: &str) -> String {
+    const HEAD: usize = 160;
+    const TAIL: usize = 80;
+    if m.len() <= HEAD + TAIL + 40 {
+        return m.replace('\n', " ");
+    }
+    let mut h = HEAD;
+    while !m.is_char_boundary(h) {
+        h -= 1;
+    }
+    let mut t = m.len() - TAIL;
+    while !m.is_char_boundary(t) {
+        t += 1;
+    }
+    format!("{} [... {} bytes cut ...] {}", &m[..h], t - h, &m[t..]).replace('\n', " ")
 }
 
 /// The keys a command states: the leaves of a `--config` file, `--set` overrides and flags,
@@ -642,7 +707,7 @@ impl Stated {
     /// The keys of a TOML (`.toml`) or JSON config file.
     pub fn from_file(path: &Path) -> Result<Self> {
         Config::from_file(path)?; // unknown keys and bad values, with the file's name
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_config_text(path)?;
         let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
             toml::from_str(&text)
                 .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?
@@ -695,6 +760,21 @@ impl Stated {
         merge(&mut value, &self.0);
         serde_json::from_value(value).map_err(|e| Error::Config(format!("override: {e}")))
     }
+}
+
+/// `--set` overrides must name each key once: a repeated key is an error naming it (which of
+/// two values was meant cannot be known).
+pub fn check_unique_overrides(overrides: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for o in overrides {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+        if let Some(first) = seen.insert(key.to_string(), o.clone()) {
+            return Err(Error::Config(format!(
+                "--set {key} is given twice ('{first}' and '{o}'); give each key once"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Lays `over` onto `base`: objects merge key by key, anything else replaces.
@@ -844,7 +924,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     if !n.is_finite() || n < 0.0 {
         return Err(Error::Config(format!("bad duration '{s}'")));
     }
-    Ok(std::time::Duration::from_secs_f64(n * mult))
+    std::time::Duration::try_from_secs_f64(n * mult)
+        .map_err(|_| Error::Config(format!("bad duration '{s}': at most {} seconds", u64::MAX)))
 }
 
 #[cfg(test)]

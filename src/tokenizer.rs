@@ -154,6 +154,84 @@ pub enum TokenizerError {
 }
 
 /// Flattens a `tokenizers` error into one line.
+/// Largest tokenizer file read: a vocabulary of [`crate::config::MAX_VOCAB`] tokens with its
+/// merges takes well under this.
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
+/// Most bytes a text may have after a tokenizer file's normalizer.
+pub const MAX_NORMALIZED_BYTES: usize = 1 << 20;
+
+/// Most a tokenizer file's normalizer may multiply a text's length by, judged from its
+/// settings when it is loaded (see [`normalizer_growth`]).
+pub const MAX_NORMALIZER_GROWTH: f64 = 256.0;
+
+/// Settings of a tokenizer file that rnmt cannot honour, refused by name: BPE dropout (a
+/// different segmentation, so a different translation, on every run), truncation and padding
+/// (sources are cut by `--max-input-tokens`, batches padded by rnmt), and a normalizer that can
+/// grow a text by more than [`MAX_NORMALIZER_GROWTH`] times.
+fn check_settings(v: &serde_json::Value) -> Result<(), String> {
+    if let Some(d) = v.pointer("/model/dropout").filter(|d| !d.is_null()) {
+        if d.as_f64() != Some(0.0) {
+            return Err(format!(
+                "its BPE model has dropout {d}, which segments (and translates) every text differently on each run; set \"dropout\": null"
+            ));
+        }
+    }
+    for key in ["truncation", "padding"] {
+        if v.get(key).is_some_and(|t| !t.is_null()) {
+            return Err(format!(
+                "it sets \"{key}\", which would silently change the input (rnmt cuts sources with --max-input-tokens and pads batches itself); set \"{key}\": null"
+            ));
+        }
+    }
+    if let Some(n) = v.get("normalizer").filter(|n| !n.is_null()) {
+        let growth = normalizer_growth(n)?;
+        if growth > MAX_NORMALIZER_GROWTH {
+            return Err(format!(
+                "its normalizer can make a text up to {growth:.0} times longer (at most {MAX_NORMALIZER_GROWTH:.0} is accepted)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An upper bound on how many times longer (in bytes) a `tokenizers` normalizer can make a
+/// text, from its JSON settings; an unknown normalizer is an error.
+pub fn normalizer_growth(n: &serde_json::Value) -> Result<f64, String> {
+    let ty = n.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let text = |k: &str| n.get(k).and_then(|c| c.as_str()).unwrap_or("").len() as f64;
+    Ok(match ty {
+        "Sequence" => {
+            let mut g = 1.0f64;
+            for inner in n
+                .get("normalizers")
+                .and_then(|l| l.as_array())
+                .into_iter()
+                .flatten()
+            {
+                g *= normalizer_growth(inner)?;
+            }
+            g
+        }
+        "Replace" => {
+            let content = text("content");
+            match n.pointer("/pattern/String").and_then(|p| p.as_str()) {
+                Some(p) if !p.is_empty() => (content / p.len() as f64).max(1.0),
+                // A regex (or an empty string) may match between any two bytes.
+                _ => 1.0 + content,
+            }
+        }
+        // Unicode decompositions: at most 18 code points for one (U+FDFA).
+        "NFC" | "NFD" | "NFKC" | "NFKD" | "Precompiled" => 18.0,
+        "Lowercase" => 3.0,
+        "BertNormalizer" => 9.0,
+        "ByteLevel" => 2.0,
+        "Prepend" => 1.0 + text("prepend"),
+        "Strip" | "StripAccents" | "Nmt" => 1.0,
+        other => return Err(format!("its normalizer type {other:?} is not supported")),
+    })
+}
+
 fn one_line(e: impl std::fmt::Display) -> String {
     e.to_string().replace(['\n', '\r'], " ")
 }
@@ -269,26 +347,49 @@ impl SubwordTokenizer {
     /// same special-token ids).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let json = fs::read_to_string(path).map_err(|cause| TokenizerError::Io {
-            path: path.to_path_buf(),
-            op: "read".into(),
-            cause,
-        })?;
         let invalid = |message: String| TokenizerError::Invalid {
             path: path.to_path_buf(),
             message,
         };
+        // A regular file of bounded size only (not a FIFO, not /dev/zero).
+        let bytes = crate::modelfile::read_bounded(path, MAX_TOKENIZER_BYTES, "a tokenizer file")
+            .map_err(|e| match e {
+            crate::error::Error::Io { source, .. } => TokenizerError::Io {
+                path: path.to_path_buf(),
+                op: "read".into(),
+                cause: source,
+            },
+            other => invalid(other.to_string()),
+        })?;
+        let json = String::from_utf8(bytes).map_err(|_| invalid("not valid UTF-8".into()))?;
         // The `tokenizers` deserializer can panic on malformed input (a file cut inside its
         // "decoder" object did): check the JSON first, and contain a panic all the same.
-        serde_json::from_str::<serde_json::Value>(&json).map_err(|e| invalid(one_line(e)))?;
+        let value = serde_json::from_str::<serde_json::Value>(&json)
+            .map_err(|e| invalid(crate::config::cut_message(&one_line(e))))?;
+        check_settings(&value).map_err(invalid)?;
         let inner: Tokenizer = crate::panic::contain(|| json.parse::<Tokenizer>())
             .map_err(|m| invalid(format!("the tokenizers library failed on it: {m}")))?
             .map_err(|e| invalid(one_line(e)))?;
         Self::from_inner(inner).map_err(invalid)
     }
 
-    /// Token ids of `text`, without special tokens.
+    /// Token ids of `text`, without special tokens. A normalizer in the tokenizer file may
+    /// not make the text longer than [`MAX_NORMALIZED_BYTES`] (an error, never unbounded
+    /// memory; rnmt's own tokenizers have no normalizer).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if let Some(n) = self.inner.get_normalizer() {
+            use tokenizers::Normalizer;
+            let mut normalized = tokenizers::NormalizedString::from(text);
+            n.normalize(&mut normalized)
+                .map_err(|e| TokenizerError::Encode(one_line(e)))?;
+            let len = normalized.get().len();
+            if len > MAX_NORMALIZED_BYTES {
+                return Err(TokenizerError::Encode(format!(
+                    "the tokenizer's normalizer makes a text of {} bytes {len} bytes long, more than {MAX_NORMALIZED_BYTES}",
+                    text.len()
+                )));
+            }
+        }
         let enc = self
             .inner
             .encode_fast(text, false)
@@ -447,7 +548,8 @@ impl Tokenizers {
     /// Loads what [`Tokenizers::save_dir`] wrote, detecting joint or separate.
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let dir = dir.as_ref();
-        let [joint, src, tgt] = [JOINT_FILE, SRC_FILE, TGT_FILE].map(|f| dir.join(f).is_file());
+        // Any kind of file counts as present; `load` refuses what is not a regular file.
+        let [joint, src, tgt] = [JOINT_FILE, SRC_FILE, TGT_FILE].map(|f| dir.join(f).exists());
         let missing = |message: String| TokenizerError::Missing {
             dir: dir.to_path_buf(),
             message,

@@ -556,3 +556,475 @@ fn small_things() {
     assert!(stderr(&o).contains("starting at step 0"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("resuming"), "{}", stderr(&o));
 }
+
+// ---- Issue 21: reliability, round two. Each test failed before its fix. ----
+
+/// `mknod` a node inside `dir` (never in the machine's /dev); false where not permitted.
+fn mknod(path: &Path, major: u32, minor: u32) -> bool {
+    Command::new("mknod")
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn file_type(p: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(p).unwrap().file_type()
+}
+
+/// Item 1: `-o` writes through a symbolic link (to its target) and into a FIFO or a device
+/// node, and never replaces one with a regular file. The nodes are made in a temporary
+/// directory: copies of /dev/null (1,3) and /dev/full (1,7).
+#[test]
+fn output_writes_through_links_fifos_and_devices() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = b"Click the Save button.\n";
+    let target = tmp.path().join("target.txt");
+    std::fs::write(&target, "old\n").unwrap();
+    let link = tmp.path().join("link.txt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = translate_with(
+        model(),
+        &["-o", link.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(file_type(&link).is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
+    assert_ne!(std::fs::read_to_string(&target).unwrap(), "old\n");
+
+    let fifo = tmp.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    let o = translate_with(
+        model(),
+        &["-o", fifo.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(reader.join().unwrap())
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    assert!(file_type(&fifo).is_fifo(), "the FIFO was replaced");
+
+    let null = tmp.path().join("null");
+    let full = tmp.path().join("full");
+    if !(mknod(&null, 1, 3) && mknod(&full, 1, 7)) {
+        eprintln!("device part skipped: mknod is not permitted here (needs root)");
+        return;
+    }
+    let o = translate_with(
+        model(),
+        &["-o", null.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        file_type(&null).is_char_device(),
+        "the device node was replaced"
+    );
+    let o = translate_with(
+        model(),
+        &["-o", full.to_str().unwrap()],
+        input,
+        Duration::from_secs(60),
+    );
+    assert_one_line_error(&o, "No space left on device");
+    assert!(
+        file_type(&full).is_char_device(),
+        "the device node was replaced"
+    );
+    // Nothing else was created next to them.
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+}
+
+/// Item 2: durations past what a Duration holds are errors, not panics (exit 101).
+#[test]
+fn huge_durations_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    for t in ["999999999999999999h", "18446744073709551615s"] {
+        let o = train(tmp.path(), &tmp.path().join("m"), &["--max-time", t]);
+        assert_one_line_error(&o, "bad duration");
+    }
+}
+
+/// Item 3: config.json and model.safetensors as links to /dev/zero, or FIFOs, are one-line
+/// errors within a deadline (they used to grow to 19 GB, or hang).
+#[test]
+fn model_files_that_are_devices_or_fifos_are_refused() {
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        for kind in ["zero", "fifo"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let m = tmp.path().join("m");
+            copy_dir(model(), &m);
+            let p = m.join(name);
+            std::fs::remove_file(&p).unwrap();
+            if kind == "zero" {
+                std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+            } else {
+                assert!(Command::new("mkfifo").arg(&p).status().unwrap().success());
+            }
+            let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(30));
+            assert_one_line_error(&o, "not a regular file");
+            assert!(stderr(&o).contains(name), "{}", stderr(&o));
+        }
+    }
+}
+
+/// Item 3: a weights file far larger than the model's parameters can fill is refused by its
+/// size, before it is read.
+#[test]
+fn an_oversized_weights_file_is_refused_by_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    copy_dir(model(), &m);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("model.safetensors"))
+        .unwrap();
+    f.set_len(1 << 40).unwrap(); // sparse: 1 TB
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(30));
+    assert_one_line_error(
+        &o,
+        "is 1099511627776 bytes; a weights file of this model is at most",
+    );
+}
+
+/// Writes `tensors` with the header's `__metadata__` removed (a file from before digests).
+fn write_plain(path: &Path, tensors: &[(String, tch::Tensor)]) {
+    tch::Tensor::write_safetensors(tensors, path).unwrap();
+}
+
+/// Item 6: nonsense options and files are refused by name.
+#[test]
+fn nonsense_is_refused_not_accepted() {
+    for (args, needle) in [
+        (vec!["--alpha", "NaN"], "alpha"),
+        (
+            vec!["--min-len", "20", "--max-len", "5"],
+            "min-len 20 is above max-len 5",
+        ),
+    ] {
+        let o = translate_with(model(), &args, b"hi\n", Duration::from_secs(60));
+        assert_one_line_error(&o, needle);
+    }
+    // Weights of another element type with the right shapes.
+    let tmp = tempfile::tempdir().unwrap();
+    for kind in [
+        tch::Kind::Half,
+        tch::Kind::Double,
+        tch::Kind::Int64,
+        tch::Kind::Bool,
+    ] {
+        let m = tmp.path().join(format!("{kind:?}"));
+        copy_dir(model(), &m);
+        let path = m.join("model.safetensors");
+        let ts: Vec<(String, tch::Tensor)> = tensors(&path)
+            .into_iter()
+            .map(|(n, t)| {
+                let t = if n.contains("embed") {
+                    t.to_kind(kind)
+                } else {
+                    t
+                };
+                (n, t)
+            })
+            .collect();
+        write_plain(&path, &ts);
+        let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+        assert_one_line_error(&o, "is stored as");
+    }
+    // tokenizer.json settings that change the input silently.
+    for (pointer, value, needle) in [
+        ("/model/dropout", serde_json::json!(0.9), "dropout"),
+        (
+            "/truncation",
+            serde_json::json!({"max_length": 2, "strategy": "LongestFirst", "stride": 0, "direction": "Right"}),
+            "truncation",
+        ),
+    ] {
+        let m = tmp.path().join(format!("tok{}", needle));
+        copy_dir(model(), &m);
+        let p = m.join("tokenizer.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        *v.pointer_mut(pointer).unwrap() = value;
+        std::fs::write(&p, v.to_string()).unwrap();
+        let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+        assert_one_line_error(&o, needle);
+    }
+    // The same column twice, and a repeated --set key.
+    let (train_f, valid_f) = tiny_corpus(tmp.path());
+    let o = train_command(&train_f, &valid_f, &tmp.path().join("c"), None)
+        .args(["--src-col", "0", "--tgt-col", "0"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "name the same column");
+    let o = train(
+        tmp.path(),
+        &tmp.path().join("d"),
+        &["--set", "train.lr=0.1", "--set", "train.lr=0.2"],
+    );
+    assert_one_line_error(&o, "--set train.lr is given twice");
+}
+
+/// Item 4: a normalizer that multiplies the text (six `Replace "a" -> 10 a`) is refused when
+/// the tokenizer loads, within a deadline, instead of growing to gigabytes.
+#[test]
+fn a_multiplying_normalizer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    copy_dir(model(), &m);
+    let p = m.join("tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let step =
+        serde_json::json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aaaaaaaaaa"});
+    v["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": vec![step; 6]});
+    std::fs::write(&p, v.to_string()).unwrap();
+    let o = translate_with(&m, &[], b"a banana\n", Duration::from_secs(30));
+    assert_one_line_error(
+        &o,
+        "its normalizer can make a text up to 1000000 times longer",
+    );
+}
+
+/// Item 7: the weights carry a digest; flipped bits, a zeroed embedding or a truncated file
+/// are one-line errors. A model written before digests loads and translates as before.
+#[test]
+fn corrupted_weights_are_detected() {
+    let path = model().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[..4096.min(bytes.len())]).contains("rnmt.sha256"));
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    copy_dir(model(), &m);
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    for i in 0..10 {
+        flipped[n - 1 - i * 97] ^= 0x40; // exponent bits of floats near the end
+    }
+    std::fs::write(m.join("model.safetensors"), &flipped).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_one_line_error(&o, "do not match the digest");
+    std::fs::write(m.join("model.safetensors"), &bytes[..n - 1000]).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    // Zeroed target embedding, keeping the header.
+    let ts: Vec<(String, tch::Tensor)> = tensors(&path)
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n.contains("tgt") && n.contains("embed") {
+                t.zeros_like()
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    tch::Tensor::write_safetensors(&ts, m.join("plain.safetensors")).unwrap();
+    let plain = std::fs::read(m.join("plain.safetensors")).unwrap();
+    let mut zeroed = bytes.clone();
+    let (hb, hp) = (
+        8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize,
+        8 + u64::from_le_bytes(plain[..8].try_into().unwrap()) as usize,
+    );
+    zeroed.truncate(hb);
+    zeroed.extend_from_slice(&plain[hp..]);
+    std::fs::write(m.join("model.safetensors"), &zeroed).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_one_line_error(&o, "do not match the digest");
+
+    // Without a digest (an older model directory): loads and translates exactly as before.
+    write_plain(&m.join("model.safetensors"), &tensors(&path));
+    let input = b"Click the Save button.\nThe Navigator window.\n";
+    let before = translate_with(model(), &[], input, Duration::from_secs(60));
+    let after = translate_with(&m, &[], input, Duration::from_secs(60));
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert_eq!(before.stdout, after.stdout);
+}
+
+/// Item 8: messages about config.json: a huge string is cut, a missing "model" section is
+/// named, and a byte order mark is dropped.
+#[test]
+fn config_messages_are_short_and_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    copy_dir(model(), &m);
+    let cfg = std::fs::read_to_string(model().join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v["model"]["emb_size"] = "x".repeat(500_000).into();
+    std::fs::write(m.join("config.json"), v.to_string()).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_one_line_error(&o, "config.json");
+    assert!(
+        stderr(&o).len() < 1000,
+        "{} bytes of message",
+        stderr(&o).len()
+    );
+    // A 10 MB config.json is refused by its size.
+    v["model"]["emb_size"] = "x".repeat(10_000_000).into();
+    std::fs::write(m.join("config.json"), v.to_string()).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_one_line_error(&o, "a config file is at most");
+    assert!(stderr(&o).len() < 1000);
+
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v.as_object_mut().unwrap().remove("model");
+    std::fs::write(m.join("config.json"), v.to_string()).unwrap();
+    let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
+    assert_one_line_error(&o, "has no \"model\" section");
+
+    std::fs::write(m.join("config.json"), format!("\u{feff}{cfg}")).unwrap();
+    let input = b"Click the Save button.\n";
+    let bom = translate_with(&m, &[], input, Duration::from_secs(60));
+    assert!(bom.status.success(), "{}", stderr(&bom));
+    assert_eq!(
+        bom.stdout,
+        translate_with(model(), &[], input, Duration::from_secs(60)).stdout
+    );
+}
+
+/// Item 9: a failed write leaves no temporary file or `last.new/` behind.
+#[test]
+fn failed_writes_leave_nothing_behind() {
+    use rnmt::checkpoint::{replace_last, save_weights};
+    let tmp = tempfile::tempdir().unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = vs.root().zeros("w", &[4]);
+    // The final name is a non-empty directory: the rename fails after the data was written.
+    let target = tmp.path().join("model.safetensors");
+    std::fs::create_dir_all(target.join("x")).unwrap();
+    assert!(save_weights(&vs, &target).is_err());
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["model.safetensors"], "left behind: {names:?}");
+    let err = replace_last(tmp.path(), |dir| {
+        std::fs::write(dir.join(".weights.safetensors.tmp.safetensors"), b"half").unwrap();
+        Err(rnmt::error::Error::Input("disk full".into()))
+    });
+    assert!(err.is_err());
+    assert!(
+        !tmp.path().join("last.new").exists(),
+        "last.new/ left behind"
+    );
+    assert!(!tmp.path().join("last").exists());
+}
+
+/// The model-directory fuzz target: forged config.json, tokenizer.json and model.safetensors
+/// (random byte edits, cuts and splices of the real files, and forged safetensors headers)
+/// must load or fail with one line naming the file, never panic, within a bounded time.
+/// `RNMT_FUZZ_CASES=N` runs more by hand.
+#[test]
+fn fuzz_model_directory_loading() {
+    use rnmt::rng::Rng;
+    let cases: u64 = std::env::var("RNMT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = ["config.json", "tokenizer.json", "model.safetensors"];
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(model().join(f)).unwrap())
+        .collect();
+    let mut rng = Rng::new(21);
+    let m = tmp.path().join("m");
+    copy_dir(model(), &m);
+    for case in 0..cases {
+        let which = rng.below(3) as usize;
+        let mut bytes = originals[which].clone();
+        match rng.below(5) {
+            0 => {
+                for _ in 0..1 + rng.below(8) {
+                    let i = rng.below(bytes.len() as u64) as usize;
+                    bytes[i] = rng.next_u64() as u8;
+                }
+            }
+            1 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+            2 => {
+                let at = rng.below(bytes.len() as u64) as usize;
+                let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect();
+                bytes.splice(at..at, junk);
+            }
+            3 if which == 2 => {
+                // A forged header length: 0, past the end, huge.
+                let n = [0u64, bytes.len() as u64, 1 << 40, u64::MAX][rng.below(4) as usize];
+                bytes[..8].copy_from_slice(&n.to_le_bytes());
+            }
+            _ => {
+                let j = [
+                    "{", "[", "\"", "}", "]", ":", ",", "null", "1e999", "-1", "\u{feff}",
+                ];
+                let at = rng.below(bytes.len() as u64) as usize;
+                let piece = j[rng.below(j.len() as u64) as usize].as_bytes().to_vec();
+                bytes.splice(at..at, piece);
+            }
+        }
+        for (f, orig) in files.iter().zip(&originals) {
+            std::fs::write(m.join(f), orig).unwrap();
+        }
+        std::fs::write(m.join(files[which]), &bytes).unwrap();
+        let loaded = rnmt::checkpoint::load_model_dir(&m, tch::Device::Cpu);
+        if let Err(e) = loaded {
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "case {case}: not one line: {msg}");
+            assert!(
+                msg.len() < 2000,
+                "case {case}: {} bytes of message",
+                msg.len()
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Item 8: a CSV quote that is never closed names its line (it said `bad.csv:0`).
+#[test]
+fn an_unterminated_csv_quote_names_its_line() {
+    use rnmt::corpus::{read_all, CorpusSource, Normalization, ReadOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ReadOptions {
+        skip_bad_lines: false,
+        max_line_bytes: 1 << 16,
+        normalization: Normalization::Nfkc,
+    };
+    for (text, line) in [("\"open,x\nc,d\n", 1), ("a,b\n\"open,x\nc,d\n", 2)] {
+        let p = tmp.path().join("bad.csv");
+        std::fs::write(&p, text).unwrap();
+        let err = read_all(&CorpusSource::from_path(&p), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("bad.csv:{line}: unterminated quote")),
+            "{text:?}: {err}"
+        );
+    }
+}

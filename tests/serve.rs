@@ -535,3 +535,291 @@ fn attention_from_a_model_without_it_is_a_400() {
     let (status, _) = translate(server.addr, br#"[{"src": "Open the file."}]"#);
     assert_eq!(status, 200);
 }
+
+// ---- Issue 21: a server that holds under abuse. ----
+
+/// Sends raw bytes on a new connection and reads what comes back until the server closes
+/// or `limit` passes: `(bytes, closed by the server within the limit)`.
+fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    shutdown_write: bool,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let _ = s.write_all(bytes);
+    if shutdown_write {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+fn status_of(raw: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(raw);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Item 5: idle connections, partial heads and bodies that stop short are closed by the
+/// header and body timeouts; connections beyond the cap are closed at once; an incomplete
+/// body is a 400, `Content-Length` with `Transfer-Encoding` a 400; memory stays bounded;
+/// and the server answers throughout.
+#[test]
+fn connections_are_bounded_in_number_and_time() {
+    let server = start(
+        &[tiny_model()],
+        &[
+            "--max-connections",
+            "16",
+            "--header-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+        ],
+    );
+    let addr = server.addr;
+    let deadline = Duration::from_secs(10);
+    // Idle connections and a partial head: closed by the header timeout.
+    let t0 = Instant::now();
+    let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let (_, closed) = raw_exchange(
+        addr,
+        b"POST /translator/translate HTTP/1.1\r\nHost: x\r\n",
+        false,
+        deadline,
+    );
+    assert!(
+        closed,
+        "a partial head was kept open for {:?}",
+        t0.elapsed()
+    );
+    for mut s in idle {
+        s.set_read_timeout(Some(deadline)).unwrap();
+        let mut b = [0u8; 64];
+        assert!(
+            !matches!(s.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "an idle connection was kept open"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+
+    let head = |len: usize, extra: &str| {
+        format!("POST /translator/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{extra}\r\n")
+    };
+    let part = br#"[{"src": "Open the file.", "id": 100}, {"#; // 43 bytes of 1000
+                                                               // A body that stops short and waits: 408 after the body timeout.
+    let mut req = head(1000, "").into_bytes();
+    req.extend_from_slice(part);
+    let (raw, closed) = raw_exchange(addr, &req, false, deadline);
+    assert_eq!(
+        status_of(&raw),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(closed);
+    // A body cut by the client: 400, not 413.
+    let (raw, _) = raw_exchange(addr, &req, true, deadline);
+    assert_eq!(
+        status_of(&raw),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // Content-Length together with chunked: 400.
+    let body = r#"[{"src": "Open the file."}]"#;
+    let mut req = head(body.len(), "Transfer-Encoding: chunked\r\n").into_bytes();
+    req.extend_from_slice(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).as_bytes());
+    let (raw, _) = raw_exchange(addr, &req, false, deadline);
+    assert_eq!(
+        status_of(&raw),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // 200 connections at once against a cap of 16: the rest are closed at once, and the
+    // server still answers once they go.
+    let many: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut closed_at_once, mut open) = (0, 0);
+    for s in &many {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match (&*s).read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            _ => closed_at_once += 1,
+        }
+    }
+    assert!(
+        (1..=16).contains(&open),
+        "{open} connections open at a cap of 16"
+    );
+    assert!(
+        closed_at_once >= 150,
+        "only {closed_at_once} of 200 were closed at the cap of 16"
+    );
+    drop(many);
+    let t = Instant::now();
+    let ok = loop {
+        let (raw, _) = raw_exchange(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+            deadline,
+        );
+        if status_of(&raw) == Some(200) {
+            break true;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ok, "/health did not answer after the connections went");
+
+    // 16 connections sending almost 1 MiB of body each: bounded memory.
+    let before = rss_kb(server.child.id());
+    let big = vec![b'x'; (1 << 20) - 1];
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let mut req = head(big.len(), "").into_bytes();
+            req.extend_from_slice(&big);
+            std::thread::spawn(move || raw_exchange(addr, &req, false, deadline))
+        })
+        .collect();
+    for t in threads {
+        let (raw, _) = t.join().unwrap();
+        assert!(
+            matches!(status_of(&raw), Some(400) | None),
+            "{}",
+            String::from_utf8_lossy(&raw[..raw.len().min(200)])
+        );
+    }
+    let grew = rss_kb(server.child.id()).saturating_sub(before);
+    assert!(grew < 200 * 1024, "RSS grew by {grew} kB");
+    let (status, v) = translate(addr, br#"[{"src": "Open the file.", "id": 100}]"#);
+    assert_eq!(status, 200, "{v}");
+}
+
+/// The HTTP fuzz target: random request lines, headers and bodies over loopback. Every
+/// answer is an HTTP response below 500 (or a closed connection); the server never stops and
+/// translates correctly afterwards. `RNMT_FUZZ_CASES=N` runs more by hand.
+#[test]
+fn fuzz_the_http_api() {
+    use rnmt::rng::Rng;
+    let cases: u64 = std::env::var("RNMT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let server = start(
+        &[tiny_model()],
+        &["--header-timeout", "1s", "--body-timeout", "1s"],
+    );
+    let addr = server.addr;
+    let (status, expected) = translate(addr, br#"[{"src": "Open the file.", "id": 100}]"#);
+    assert_eq!(status, 200);
+    let mut rng = Rng::new(2112);
+    let pick = |rng: &mut Rng, xs: &[&str]| xs[rng.below(xs.len() as u64) as usize].to_string();
+    let started = Instant::now();
+    for case in 0..cases {
+        let method = pick(
+            &mut rng,
+            &[
+                "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "POST ", "G\0T", "",
+            ],
+        );
+        let path = pick(
+            &mut rng,
+            &[
+                "/translator/translate",
+                "/health",
+                "/",
+                "/translator/models",
+                "/../etc/passwd",
+                "/%ff",
+                "*",
+                "/translator/translate?x=1",
+            ],
+        );
+        let body: Vec<u8> = match rng.below(6) {
+            0 => br#"[{"src": "Open the file.", "id": 100}]"#.to_vec(),
+            1 => br#"[{"src": "x", "beam_size": 16, "n_best": 16, "attention": true}]"#.to_vec(),
+            2 => (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect(),
+            3 => {
+                let mut b = br#"[{"src": "Open the file.", "id": 100}]"#.to_vec();
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] = rng.next_u64() as u8;
+                b
+            }
+            4 => format!(
+                "[{}]",
+                vec![r#"{"src": "\ud800"}"#; rng.below(4) as usize].join(",")
+            )
+            .into_bytes(),
+            _ => Vec::new(),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+        for _ in 0..rng.below(4) {
+            head.push_str(&pick(
+                &mut rng,
+                &[
+                    "Content-Type: application/json\r\n",
+                    "Transfer-Encoding: chunked\r\n",
+                    "Content-Length: 5\r\n",
+                    "Content-Length: -1\r\n",
+                    "Content-Length: 99999999999999999999\r\n",
+                    "Expect: 100-continue\r\n",
+                    "Connection: keep-alive\r\n",
+                    "X: \u{7f}\u{1}\r\n",
+                    ": nothing\r\n",
+                ],
+            ));
+        }
+        let cl = rng.below(3);
+        if cl == 0 {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut req = head.into_bytes();
+        req.extend_from_slice(&body);
+        let (raw, _) = raw_exchange(addr, &req, rng.below(2) == 0, Duration::from_secs(20));
+        if !raw.is_empty() {
+            let status = status_of(&raw).unwrap_or_else(|| {
+                panic!("case {case}: not HTTP: {:?}", String::from_utf8_lossy(&raw))
+            });
+            assert!(
+                status < 500,
+                "case {case}: {status}: {}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(180),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (status, v) = translate(addr, br#"[{"src": "Open the file.", "id": 100}]"#);
+    assert_eq!((status, &v), (200, &expected));
+}

@@ -3,12 +3,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use rnmt::config::DecodeConfig;
 use rnmt::device::DeviceArgs;
 use rnmt::serve::api::{Limits, SearchOptions};
+use rnmt::serve::conn::{serve, ConnLimits};
 use rnmt::serve::worker::{Worker, WorkerConfig};
 use rnmt::serve::{router, App};
 
@@ -46,8 +48,31 @@ struct Args {
     /// Largest beam_size a request may ask for.
     #[arg(long, default_value_t = Limits::default().max_beam)]
     max_beam: usize,
+    /// Work of one request at most: the sum of its sentences' bytes times its beam size
+    /// (413 beyond), so that one request cannot hold the model for long.
+    #[arg(long, default_value_t = Limits::default().max_work)]
+    max_request_work: usize,
+    /// Connections open at once at most; more are closed at once.
+    #[arg(long, default_value_t = ConnLimits::default().max_connections)]
+    max_connections: usize,
+    /// Time a connection has to send a complete request head, from its start or its previous
+    /// response (idle and slow connections are closed after it), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+    /// Time to receive a whole request body after its head (408 beyond), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    body_timeout: Duration,
     #[command(flatten)]
     dev: DeviceArgs,
+}
+
+/// A positive duration such as `10s`, `2m` or `0.5s`.
+fn duration(s: &str) -> std::result::Result<Duration, String> {
+    match rnmt::config::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be positive".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn run(a: Args) -> Result<()> {
@@ -76,7 +101,9 @@ fn run(a: Args) -> Result<()> {
             max_sentences: a.max_sentences,
             max_input_bytes: a.max_input_bytes,
             max_beam: a.max_beam,
+            max_work: a.max_request_work,
         },
+        body_timeout: a.body_timeout,
         defaults: SearchOptions {
             beam: a.decode.beam,
             n_best: 1,
@@ -100,10 +127,11 @@ fn run(a: Args) -> Result<()> {
             );
         }
         eprintln!("rnmt-serve: listening on http://{local}");
-        axum::serve(listener, router(app.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")?;
+        let limits = ConnLimits {
+            max_connections: a.max_connections,
+            header_timeout: a.header_timeout,
+        };
+        serve(listener, router(app.clone()), limits, shutdown_signal()).await;
         eprintln!("rnmt-serve: stopped");
         anyhow::Ok(())
     })?;

@@ -99,6 +99,11 @@ fn corpus(
     a: &Args,
 ) -> Result<CorpusSource> {
     Ok(match (file, src, tgt) {
+        (Some(_), _, _) if a.src_col == a.tgt_col => bail!(
+            "--src-col {} and --tgt-col {} name the same column; the source and the target must be different columns",
+            a.src_col,
+            a.tgt_col
+        ),
         (Some(f), _, _) => match CorpusSource::from_path(f) {
             CorpusSource::Delimited { path, format, .. } => CorpusSource::Delimited {
                 path,
@@ -129,6 +134,7 @@ fn resolve_config(a: &Args, model_dir: &Path) -> Result<(Config, Option<Vec<Chan
         Some(p) => Stated::from_file(p)?,
         None => Stated::new(),
     };
+    rnmt::config::check_unique_overrides(&a.overrides)?;
     for o in &a.overrides {
         stated.set_override(o)?;
     }

@@ -195,6 +195,14 @@ pub enum CorpusError {
         /// The first invalid byte.
         byte: u8,
     },
+    /// A CSV quote opened on `line` is never closed: the field runs to the end of the file.
+    #[error("{}:{line}: unterminated quote: the quoted field that opens on line {line} runs to the end of the file (close it with \", or write a quote inside a quoted field as \"\")", path.display())]
+    UnterminatedQuote {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line where the record with the open quote starts.
+        line: u64,
+    },
     /// The source or target is empty or whitespace-only after normalization.
     #[error("{}:{line}: empty {side} text", path.display())]
     EmptySide {
@@ -276,6 +284,7 @@ impl CorpusError {
             | CorpusError::EmptySide { line, .. }
             | CorpusError::BlankLine { line, .. }
             | CorpusError::LineTooLong { line, .. }
+            | CorpusError::UnterminatedQuote { line, .. }
             | CorpusError::Header { line, .. }
             | CorpusError::LineCountMismatch { line, .. } => Some(*line),
             CorpusError::Open { .. } | CorpusError::EmptyCorpus { .. } => None,

@@ -215,6 +215,24 @@ impl DelimitedLines {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .dropped;
+            let at_end = self.file_len.is_some_and(|len| pos.byte() + dropped == len);
+            // The file's last line end inside the record: a quote opened and never closed.
+            if self.format == DelimitedFormat::Csv
+                && at_end
+                && self.ends_with_newline
+                && self.record.as_slice().ends_with(b"\n")
+            {
+                let inside = self
+                    .record
+                    .as_slice()
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                return Some(Err(CorpusError::UnterminatedQuote {
+                    path: self.path.clone(),
+                    line: pos.line().saturating_sub(inside as u64).max(1),
+                }));
+            }
             let terminated = match self.file_len {
                 Some(len) if pos.byte() + dropped == len => self.ends_with_newline,
                 _ => true,

@@ -71,6 +71,10 @@ pub struct Limits {
     pub max_input_bytes: usize,
     /// Largest `beam_size` a request may ask for.
     pub max_beam: usize,
+    /// The work of one request at most: the sum over its sentences of their bytes (a bound on
+    /// their subword tokens) times the beam size. It bounds how long one request keeps the
+    /// model busy, so that small requests queued behind it stay responsive.
+    pub max_work: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +84,7 @@ impl Default for Limits {
             max_sentences: 256,
             max_input_bytes: 4096,
             max_beam: 16,
+            max_work: 262_144,
         }
     }
 }
@@ -207,6 +212,20 @@ pub fn check_request(
             format!("n_best {n_best}: use 1 to beam_size ({beam})"),
         ));
     }
+    let work = items
+        .iter()
+        .map(|i| i.src.len().max(1))
+        .sum::<usize>()
+        .saturating_mul(beam);
+    if work > limits.max_work {
+        return Err(Rejection::new(
+            413,
+            format!(
+                "the request asks for {work} units of work (source bytes x beam_size), at most {} (--max-request-work): send fewer or shorter sentences, or a smaller beam_size",
+                limits.max_work
+            ),
+        ));
+    }
     let attention = first.attention.unwrap_or(false);
     Ok(Checked {
         model,
@@ -313,6 +332,26 @@ mod tests {
         let e = check_request(br#"[{"src": "abcdef"}]"#, &small, &[1], DEFAULTS).unwrap_err();
         assert_eq!(e.status, 413);
         assert!(e.message.contains("--max-body-bytes"), "{}", e.message);
+    }
+
+    /// Issue 21, item 4: the request the attack sent (256 sentences of 3,700 bytes, beam 16)
+    /// is within every other limit but over the work bound; a normal one is not.
+    #[test]
+    fn the_work_of_one_request_is_bounded() {
+        let s = format!(
+            r#"{{"src": "{}", "beam_size": 16, "n_best": 16}}"#,
+            "a ".repeat(1850)
+        );
+        let big = format!("[{}]", vec![s.as_str(); 256].join(","));
+        assert!(big.len() <= Limits::default().max_body_bytes);
+        let e = check(&big).unwrap_err();
+        assert_eq!(e.status, 413);
+        assert!(e.message.contains("--max-request-work"), "{}", e.message);
+        let normal = format!(
+            "[{}]",
+            vec![r#"{"src": "Open the file.", "beam_size": 5}"#; 64].join(",")
+        );
+        check(&normal).unwrap();
     }
 
     #[test]

@@ -9,12 +9,16 @@
 //! * `GET /`: the web page.
 //!
 //! Every error is `{"error": "..."}` with a 4xx status for a bad request (malformed JSON,
-//! invalid UTF-8, limits, unknown model), 503 when the queue is full, and 500 when a model
-//! fails; nothing a client sends can stop the server.
+//! invalid UTF-8, limits, unknown model, an incomplete body, `Content-Length` together with
+//! `Transfer-Encoding`), 408 for a body not complete within the body timeout, 503 when the
+//! queue is full, and 500 when a model fails; nothing a client sends can stop the server.
+//! Connections are bounded in number and time by [`conn`].
 pub mod api;
+pub mod conn;
 pub mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -36,6 +40,8 @@ pub struct App {
     pub limits: Limits,
     /// The search settings of a request that names none.
     pub defaults: SearchOptions,
+    /// Time to receive a whole request body once its head has arrived (408 beyond).
+    pub body_timeout: Duration,
 }
 
 /// The routes of [`App`].
@@ -47,7 +53,45 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/translator/translate", post(translate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(reject_ambiguous_length))
         .with_state(app)
+}
+
+/// A request with both `Content-Length` and `Transfer-Encoding` is answered 400 and its
+/// connection closed: two framings of one body are how requests are smuggled past a proxy.
+async fn reject_ambiguous_length(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let h = req.headers();
+    let sniffed = req
+        .extensions()
+        .get::<conn::AmbiguousFraming>()
+        .is_some_and(|f| f.is_set());
+    if sniffed
+        || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))
+    {
+        let mut r = error(
+            400,
+            "a request may not have both Content-Length and Transfer-Encoding",
+        );
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+/// An error answer that also closes the connection (its request was not read to its end).
+fn error_closing(status: u16, message: impl Into<String>) -> Response {
+    let mut r = error(status, message);
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 fn error(status: u16, message: impl Into<String>) -> Response {
@@ -102,15 +146,31 @@ async fn translate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             ),
         );
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                413,
-                format!("request body over {limit} bytes (--max-body-bytes) or unreadable"),
-            )
-        }
-    };
+    let bytes =
+        match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let over = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return if over {
+                    error_closing(
+                        413,
+                        format!("request body over {limit} bytes (--max-body-bytes)"),
+                    )
+                } else {
+                    error_closing(400, format!("request body incomplete or malformed: {e}"))
+                };
+            }
+            Err(_) => {
+                return error_closing(
+                    408,
+                    format!(
+                        "request body not complete within {:?} (--body-timeout)",
+                        app.body_timeout
+                    ),
+                )
+            }
+        };
     let ids: Vec<u64> = app.workers.iter().map(|w| w.info.model_id).collect();
     let checked = match api::check_request(&bytes, &app.limits, &ids, app.defaults) {
         Ok(c) => c,

@@ -607,3 +607,21 @@ fn invalid_options_are_rejected() {
         fails_with(&dir, cmd, None, &[needle]);
     }
 }
+
+/// Issue 21, item 2: a huge `-w` is a usage error, not a panic ("Formatting argument out of
+/// range", exit 101); the largest accepted width still works.
+#[test]
+fn a_huge_width_is_an_error_not_a_panic() {
+    let dir = dir_with(&[("ref", b"a b c d\n")]);
+    for w in ["1000000", "21"] {
+        let out = run_in(dir.path(), &["ref", "-i", "ref", "-w", w], None);
+        assert_eq!(out.status.code(), Some(2), "-w {w}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("0..=20"), "-w {w}: {err}");
+    }
+    let out = run_in(dir.path(), &["ref", "-i", "ref", "-w", "20", "-b"], None);
+    assert!(out.status.success(), "{out:?}");
+    let score = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(score.starts_with("100.0"), "{score}");
+    assert_eq!(score.split('.').nth(1).map(str::len), Some(20), "{score}");
+}

@@ -77,9 +77,10 @@ struct Args {
     /// Output format
     #[arg(short = 'f', long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
-    /// Decimal places of the score (sacrebleu's CLI default is 1)
-    #[arg(short = 'w', long, default_value_t = 2)]
-    width: usize,
+    /// Decimal places of the score (sacrebleu's CLI default is 1), at most 20
+    #[arg(short = 'w', long, default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(0..=20))]
+    width: u8,
     /// chrF character n-gram order (-cc)
     #[arg(long, default_value_t = 6, value_name = "N")]
     chrf_char_order: usize,
@@ -214,7 +215,7 @@ fn run(args: &Args) -> Result<String> {
             let seg_refs: Vec<&str> = ref_streams.iter().map(|s| s[i].as_str()).collect();
             for m in &metrics {
                 let report = m.sentence_report(hyp, &seg_refs)?;
-                out.push_str(&report.format(args.width, args.score_only, false));
+                out.push_str(&report.format(usize::from(args.width), args.score_only, false));
                 out.push('\n');
             }
         }
@@ -246,7 +247,12 @@ fn run(args: &Args) -> Result<String> {
         return Ok(if args.format == "json" {
             paired_json(&systems, &columns)
         } else {
-            paired_text(&systems, &columns, args.paired_bs_n, args.width)
+            paired_text(
+                &systems,
+                &columns,
+                args.paired_bs_n,
+                usize::from(args.width),
+            )
         });
     }
 
@@ -254,8 +260,11 @@ fn run(args: &Args) -> Result<String> {
     let results = metrics
         .iter()
         .map(|m| {
-            Ok(m.corpus_report(&hyps, &ref_streams)?
-                .format(args.width, args.score_only, json))
+            Ok(m.corpus_report(&hyps, &ref_streams)?.format(
+                usize::from(args.width),
+                args.score_only,
+                json,
+            ))
         })
         .collect::<Result<Vec<_>, MetricsError>>()?;
     Ok(single_results(&results, json))
