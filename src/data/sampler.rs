@@ -60,7 +60,7 @@ pub fn window_batches(
         ));
     }
     let mut rng = if window == 0 {
-        rng_after_order.clone()
+        *rng_after_order
     } else {
         Rng::new(
             seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407)
