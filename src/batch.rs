@@ -87,7 +87,7 @@ impl Batch {
 }
 
 /// Examples in a pool sorted by length before cutting into batches.
-const POOL: usize = 4096;
+pub const POOL: usize = 4096;
 
 /// Padded target length of an example (with `</s>`).
 fn tgt_len(e: &Example) -> usize {
@@ -97,11 +97,25 @@ fn tgt_len(e: &Example) -> usize {
 /// Cuts `order` (indices into `examples`) into consecutive batches of at most `batch_tokens`
 /// padded target (and source) tokens; a single longer example still forms a batch.
 fn cut(examples: &[Example], order: &[usize], batch_tokens: usize) -> Vec<Vec<usize>> {
+    cut_by(
+        order
+            .iter()
+            .map(|&i| (i, tgt_len(&examples[i]).max(examples[i].src.len() + 1))),
+        batch_tokens,
+    )
+}
+
+/// Cuts `(item, padded length)` in order into consecutive batches of at most `batch_tokens`
+/// padded tokens (the widest length times the batch size); a single longer item still forms
+/// a batch.
+pub fn cut_by(
+    items: impl IntoIterator<Item = (usize, usize)>,
+    batch_tokens: usize,
+) -> Vec<Vec<usize>> {
     let mut batches = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut widest = 0;
-    for &i in order {
-        let len = tgt_len(&examples[i]).max(examples[i].src.len() + 1);
+    for (i, len) in items {
         let w = widest.max(len);
         if !current.is_empty() && w * (current.len() + 1) > batch_tokens {
             batches.push(std::mem::take(&mut current));

@@ -269,7 +269,21 @@ pub struct DataConfig {
     pub max_line_bytes: usize,
     pub tokenizer: TokenizerConfig,
     pub filter: FilterConfig,
+    /// The tokenizers are trained on a seeded sample of at most this many training pairs
+    /// (all of them when the corpora are smaller), so the corpus never sits in memory as text.
+    pub tokenizer_sample: usize,
+    /// Seed of that sample.
+    pub sample_seed: u64,
+    /// Training pairs per shard of the prepared corpus.
+    pub shard_pairs: usize,
+    /// One weight per training corpus (`--train` in order; empty: all 1): corpus `i`
+    /// contributes `round(weight_i x pairs_i)` examples to every epoch (2 = each pair twice,
+    /// 0.5 = a seeded half, drawn anew every epoch).
+    pub weights: Vec<f64>,
 }
+
+/// Default of [`DataConfig::tokenizer_sample`].
+pub const DEFAULT_TOKENIZER_SAMPLE: usize = 200_000;
 
 impl Default for DataConfig {
     fn default() -> Self {
@@ -278,6 +292,10 @@ impl Default for DataConfig {
             max_line_bytes: crate::corpus::DEFAULT_MAX_LINE_BYTES,
             tokenizer: TokenizerConfig::default(),
             filter: FilterConfig::default(),
+            tokenizer_sample: DEFAULT_TOKENIZER_SAMPLE,
+            sample_seed: 1,
+            shard_pairs: 1 << 18,
+            weights: Vec::new(),
         }
     }
 }
@@ -573,10 +591,10 @@ impl DecodeConfig {
                 "max-input-tokens and max-line-bytes must be positive".into(),
             ));
         }
-        if !self.alpha.is_finite() || self.alpha < 0.0 {
+        if !self.alpha().is_finite() || self.alpha() < 0.0 {
             return Err(Error::Config(format!(
                 "alpha (the length penalty) must be a finite number >= 0, got {}",
-                self.alpha
+                self.alpha()
             )));
         }
         if !self.max_len_ratio.is_finite() || self.max_len_ratio < 0.0 {

@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device};
 
-use crate::batch::{epoch_batches, Batch, Example};
+use crate::batch::{Batch, Example};
 use crate::checkpoint::{
     self, CURVES_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULED_BEST_FILE, TRAINER_FILE,
     WEIGHTS_FILE,
 };
 use crate::config::{parse_duration, Config};
+use crate::data::sampler::{BatchSource, Position};
 use crate::data::Prepared;
 use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
@@ -77,6 +78,36 @@ pub struct TrainerState {
     pub world_size: u64,
     #[serde(default = "one")]
     pub accumulate: u64,
+    /// The window of the epoch's order and the next batch in it ([`crate::data::sampler`]);
+    /// a state saved before windows existed had one window, and `batch_in_epoch` is the
+    /// batch in it.
+    #[serde(default)]
+    pub window: u64,
+    #[serde(default)]
+    pub batch_in_window: Option<usize>,
+    /// The content hash of the prepared training data this run trains on: a resume on other
+    /// data stops with an error.
+    #[serde(default)]
+    pub data_hash: Option<String>,
+}
+
+impl TrainerState {
+    /// The data position.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            window: self.window,
+            batch_in_window: self.batch_in_window.unwrap_or(self.batch_in_epoch),
+            batch_in_epoch: self.batch_in_epoch,
+        }
+    }
+
+    fn set_position(&mut self, p: Position) {
+        self.epoch = p.epoch;
+        self.window = p.window;
+        self.batch_in_window = Some(p.batch_in_window);
+        self.batch_in_epoch = p.batch_in_epoch;
+    }
 }
 
 fn one() -> u64 {
@@ -199,7 +230,7 @@ impl<'a> Trainer<'a> {
             Ok(t) if rank == 0 => Ok(Handshake {
                 state: t.state.clone(),
                 train_pairs: data.train.len(),
-                train_hash: fingerprint(&data.train),
+                train_hash: data.train.content_hash(),
             }),
             Ok(_) => Err(String::new()),
             Err(e) => Err(error_chain(e)),
@@ -210,7 +241,7 @@ impl<'a> Trainer<'a> {
         let mut trainer = loaded?;
         let handshake: Handshake = serde_json::from_slice(&received?)
             .map_err(|e| Error::Distributed(format!("rank 0's trainer state: {e}")))?;
-        let mine = (data.train.len(), fingerprint(&data.train));
+        let mine = (data.train.len(), data.train.content_hash());
         let differs = (handshake.train_pairs, handshake.train_hash) != mine;
         if g.any(&[differs])?[0] {
             return Err(Error::Distributed(if rank == 0 {
@@ -273,6 +304,9 @@ impl<'a> Trainer<'a> {
             final_best: None,
             world_size: 1,
             accumulate: 1,
+            window: 0,
+            batch_in_window: None,
+            data_hash: None,
         };
         let world = group.map_or(1, ProcessGroup::world_size) as u64;
         let accumulate = t.accumulate as u64;
@@ -290,16 +324,24 @@ impl<'a> Trainer<'a> {
                 std::fs::rename(&aside, &model).map_err(|e| Error::io(&model, e))?;
             }
             check_batches_per_update(&state, world, accumulate)?;
+            let hash = format!("{:016x}", data.train.content_hash());
+            if state.data_hash.as_ref().is_some_and(|h| *h != hash) {
+                return Err(Error::Input(format!(
+                    "the training data differ from those this run trained on (prepared data {hash}, the run's {}): a resumed run must train on the same data; give the same files and settings, or train in a new --model-dir",
+                    state.data_hash.as_deref().unwrap_or("")
+                )));
+            }
             checkpoint::load_weights(&mut vs, &last.join(WEIGHTS_FILE))?;
             opt.load(&last.join(OPTIMIZER_FILE))?;
             opt.steps = state.step;
         } else if t.unigram_output_bias {
             // A fresh model only: a resumed one has its trained bias from last/.
-            let prior = crate::data::target_log_prior(&data.train, config.model.tgt_vocab);
+            let prior = crate::data::log_prior(&data.tgt_counts, config.model.tgt_vocab);
             model.set_output_prior(&tch::Tensor::from_slice(&prior).to_device(device));
         }
         state.world_size = world;
         state.accumulate = accumulate;
+        state.data_hash = Some(format!("{:016x}", data.train.content_hash()));
         let schedule = Schedule::new(&config.train);
         opt.config.lr = schedule.lr_at(&state.schedule, state.step, None);
         Ok(Trainer {
@@ -391,7 +433,6 @@ impl<'a> Trainer<'a> {
             before: self.state.schedule.budget_seconds,
             budget: max_time.map(|m| m.as_secs_f64()),
         });
-        let examples = &self.data.train;
         if self.state.schedule.stopped_early {
             return Ok(Outcome {
                 reason: StopReason::EarlyStopping,
@@ -402,10 +443,14 @@ impl<'a> Trainer<'a> {
         }
         let first_step = self.state.step;
         let per_update = self.group.map_or(1, ProcessGroup::world_size) * t.accumulate;
-        let per_epoch = epoch_batches(examples, t.batch_tokens, t.seed, 0)
-            .len()
-            .div_ceil(per_update) as u64;
-        let total = t.max_steps.or(t.max_epochs.map(|e| e * per_epoch));
+        let data = self.data;
+        let total = t.max_steps.or_else(|| {
+            let e = t.max_epochs?;
+            let per_epoch = BatchSource::count_epoch_batches(&data.train, t.batch_tokens, t.seed);
+            Some(e * per_epoch.div_ceil(per_update) as u64)
+        });
+        let mut source =
+            BatchSource::new(&data.train, t.batch_tokens, t.seed, self.state.position());
         let bar = self.progress_bar(total);
         let mut last_validation = None;
         let mut validated_at = None;
@@ -415,8 +460,7 @@ impl<'a> Trainer<'a> {
                 if t.max_epochs.is_some_and(|m| self.state.epoch >= m) {
                     break StopReason::MaxEpochs;
                 }
-                let batches = epoch_batches(examples, t.batch_tokens, t.seed, self.state.epoch);
-                while self.state.batch_in_epoch < batches.len() {
+                while !source.epoch_done() {
                     if t.max_steps.is_some_and(|m| self.state.step >= m) {
                         break 'outer StopReason::MaxSteps;
                     }
@@ -433,13 +477,12 @@ impl<'a> Trainer<'a> {
                     if interrupted {
                         break 'outer StopReason::Interrupted;
                     }
-                    let begin = self.state.batch_in_epoch;
-                    let end = (begin + per_update).min(batches.len());
-                    let (loss, tokens, secs) = self.update_batches(&batches[begin..end])?;
+                    let batches = source.next_batches(per_update);
+                    let (loss, tokens, secs) = self.update_batches(&batches)?;
                     window.add(loss, tokens);
                     self.state.tokens += tokens as u64;
                     self.state.train_seconds += secs;
-                    self.state.batch_in_epoch = end;
+                    self.state.set_position(source.position());
                     self.state.step += 1;
                     if let Some(bar) = &bar {
                         bar.set_position(self.state.step);
@@ -468,8 +511,8 @@ impl<'a> Trainer<'a> {
                         }
                     }
                 }
-                self.state.epoch += 1;
-                self.state.batch_in_epoch = 0;
+                source.next_epoch();
+                self.state.set_position(source.position());
                 if validated_at != Some(self.state.step) {
                     last_validation = Some(self.validate_everywhere(true, bar.as_ref())?);
                     validated_at = Some(self.state.step);
@@ -545,10 +588,10 @@ impl<'a> Trainer<'a> {
         Some(bar)
     }
 
-    /// Updates over several batches (indices into the training examples): those of this
+    /// Updates over several batches (of one update, in order): those of this
     /// rank (see the module docs) are computed here, the gradients summed over the ranks.
     /// Returns (per-token loss over all the batches, their target tokens, seconds).
-    fn update_batches(&mut self, batches: &[Vec<usize>]) -> Result<(f64, usize, f64)> {
+    fn update_batches(&mut self, batches: &[Vec<Example>]) -> Result<(f64, usize, f64)> {
         let start = Instant::now();
         let (rank, world) = self.group.map_or((0, 1), |g| (g.rank(), g.world_size()));
         if self.group.is_some() && !self.grads_ready {
@@ -563,18 +606,13 @@ impl<'a> Trainer<'a> {
         self.opt.config.lr = self
             .schedule
             .lr_at(&self.state.schedule, self.state.step, progress);
-        let train = &self.data.train;
-        let tokens: usize = batches
-            .iter()
-            .flatten()
-            .map(|&i| train[i].tgt.len() + 1)
-            .sum();
+        let tokens: usize = batches.iter().flatten().map(|e| e.tgt.len() + 1).sum();
         let total = tokens.max(1) as f64;
         self.opt.zero_grad();
         let mut loss_sum = 0.0;
-        for (p, idx) in batches.iter().enumerate().skip(rank).step_by(world) {
+        for (p, batch) in batches.iter().enumerate().skip(rank).step_by(world) {
             tch::manual_seed(seed_for_batch(t.seed, self.state.step, p));
-            let examples: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+            let examples: Vec<&Example> = batch.iter().collect();
             let batch = Batch::new(&examples, self.device);
             let out = self.precision.run(self.device, || {
                 self.model
@@ -945,22 +983,6 @@ struct Handshake {
     train_hash: u64,
 }
 
-/// A hash (FNV-1a) of the examples' ids, equal on every rank that read the same data.
-fn fingerprint(examples: &[Example]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |x: u64| {
-        h ^= x;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    };
-    for e in examples {
-        e.src.iter().for_each(|&t| eat(t as u64));
-        eat(u64::MAX);
-        e.tgt.iter().for_each(|&t| eat(t as u64));
-        eat(u64::MAX - 1);
-    }
-    h
-}
-
 /// `e` and its causes on one line, as rank 0 reports them to the other ranks.
 fn error_chain(e: &Error) -> String {
     let mut parts = vec![e.to_string()];
@@ -1009,6 +1031,9 @@ mod tests {
             final_best: None,
             world_size,
             accumulate,
+            window: 0,
+            batch_in_window: None,
+            data_hash: None,
         };
         assert!(check_batches_per_update(&state(2, 2), 4, 1).is_ok());
         assert!(check_batches_per_update(&state(2, 2), 1, 4).is_ok());

@@ -3,19 +3,21 @@
 //! Under `torchrun --no-python` (`WORLD_SIZE` set) it is one process of a data-parallel run
 //! ([`rnmt::distributed`]): rank 0 does everything a single process does (locks and writes the
 //! model directory, trains the tokenizers), then sends the other ranks the config and the
-//! tokenizers, so that they never touch the model directory (it need not be shared between
-//! machines); each of them reads the corpora itself.
+//! tokenizers and the path of its prepared data, so that they never write the model
+//! directory (it need not be shared between machines); each maps rank 0's prepared data when
+//! it can read them, and prepares its own copy otherwise.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use rnmt::checkpoint;
 use rnmt::config::{resume_config, Change, Config, Stated};
-use rnmt::corpus::{CorpusSource, DelimitedFormat};
-use rnmt::data::{prepare, DataSpec};
+use rnmt::corpus::CorpusSource;
+use rnmt::data::args::TrainDataArgs;
+use rnmt::data::{load, DataSpec};
 use rnmt::device::{describe, parse_device, set_threads, DeviceArgs};
 use rnmt::distributed::{Backend, Launch, ProcessGroup};
 use rnmt::train::{human_duration, Trainer};
@@ -27,14 +29,12 @@ use rnmt::train::{human_duration, Trainer};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Training pairs: a TSV (`source<TAB>target`) or CSV file.
-    #[arg(long, required_unless_present = "train_src")]
-    train: Option<PathBuf>,
-    /// Training source file, line-aligned with --train-tgt (instead of --train).
-    #[arg(long, requires = "train_tgt", conflicts_with = "train")]
-    train_src: Option<PathBuf>,
-    #[arg(long, requires = "train_src")]
-    train_tgt: Option<PathBuf>,
+    #[command(flatten)]
+    data: TrainDataArgs,
+    /// The prepared training data (default MODEL_DIR/prepared): made there on the first run
+    /// (or by rnmt-prepare) and reused while the files and the data config stay the same.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Validation pairs, same formats as --train.
     #[arg(long, required_unless_present = "valid_src")]
     valid: Option<PathBuf>,
@@ -42,20 +42,6 @@ struct Args {
     valid_src: Option<PathBuf>,
     #[arg(long, requires = "valid_src")]
     valid_tgt: Option<PathBuf>,
-    /// Delimited format (default: from the extension, .csv is CSV, anything else TSV).
-    #[arg(long, value_parser = ["tsv", "csv"])]
-    format: Option<String>,
-    /// 0-based source and target columns of a TSV/CSV file.
-    #[arg(long, default_value_t = 0)]
-    src_col: usize,
-    #[arg(long, default_value_t = 1)]
-    tgt_col: usize,
-    /// The TSV/CSV files start with a header line.
-    #[arg(long)]
-    header: bool,
-    /// Skip malformed lines (reported with counts per reason) instead of stopping.
-    #[arg(long)]
-    skip_bad_lines: bool,
     /// Where the model, tokenizers, checkpoints and metrics go.
     #[arg(long)]
     model_dir: PathBuf,
@@ -92,34 +78,19 @@ struct Args {
     quiet: bool,
 }
 
-fn corpus(
-    file: &Option<PathBuf>,
-    src: &Option<PathBuf>,
-    tgt: &Option<PathBuf>,
-    a: &Args,
-) -> Result<CorpusSource> {
-    Ok(match (file, src, tgt) {
-        (Some(_), _, _) if a.src_col == a.tgt_col => bail!(
-            "--src-col {} and --tgt-col {} name the same column; the source and the target must be different columns",
-            a.src_col,
-            a.tgt_col
-        ),
-        (Some(f), _, _) => match CorpusSource::from_path(f) {
-            CorpusSource::Delimited { path, format, .. } => CorpusSource::Delimited {
-                path,
-                format: match a.format.as_deref() {
-                    Some("csv") => DelimitedFormat::Csv,
-                    Some(_) => DelimitedFormat::Tsv,
-                    None => format,
-                },
-                src_col: a.src_col,
-                tgt_col: a.tgt_col,
-                header: a.header,
-            },
-            other => other,
-        },
-        (None, Some(s), Some(t)) => CorpusSource::aligned(s, t),
-        _ => bail!("give a corpus file or a pair of aligned files"),
+fn valid_corpus(a: &Args) -> Result<CorpusSource> {
+    Ok(a.data
+        .source(a.valid.as_ref(), a.valid_src.as_ref(), a.valid_tgt.as_ref())?)
+}
+
+fn data_spec(a: &Args, reuse_tokenizers: bool) -> Result<DataSpec> {
+    Ok(DataSpec {
+        train: a.data.train_sources()?,
+        valid: valid_corpus(a)?,
+        skip_bad_lines: a.data.skip_bad_lines,
+        reuse_tokenizers,
+        data_dir: a.data_dir.clone(),
+        fallback_dir: None,
     })
 }
 
@@ -166,6 +137,9 @@ struct Bootstrap {
     config: Config,
     /// The tokenizer files (name, JSON text).
     tokenizers: Vec<(String, String)>,
+    /// Rank 0's prepared directory: mapped by the ranks that can read it (the same machine
+    /// or a shared file system), prepared again by the others.
+    data_dir: PathBuf,
 }
 
 fn run(a: Args) -> Result<()> {
@@ -193,8 +167,9 @@ fn run(a: Args) -> Result<()> {
     }
 }
 
-/// A rank other than 0: the config and tokenizers come from rank 0, the data from the same
-/// files; a temporary directory stands in for the model directory.
+/// A rank other than 0: the config, tokenizers and prepared data come from rank 0 (the data
+/// prepared again from the same files when rank 0's cannot be read); a temporary directory
+/// stands in for the model directory.
 fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
     let bytes = g.from_rank0(Err(String::new()))?;
     let boot: Bootstrap =
@@ -204,13 +179,10 @@ fn worker(a: &Args, g: &ProcessGroup, device: tch::Device) -> Result<()> {
         let path = scratch.0.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    let spec = DataSpec {
-        train: corpus(&a.train, &a.train_src, &a.train_tgt, a)?,
-        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, a)?,
-        skip_bad_lines: a.skip_bad_lines,
-        reuse_tokenizers: true,
-    };
-    let data = prepare(&spec, &boot.config.data, &scratch.0)?;
+    let mut spec = data_spec(a, true)?;
+    spec.data_dir = Some(boot.data_dir.clone());
+    spec.fallback_dir = Some(scratch.0.join(rnmt::data::PREPARED_DIR));
+    let data = load(&spec, &boot.config.data, &scratch.0)?;
     static STOP: AtomicBool = AtomicBool::new(false);
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
@@ -251,7 +223,7 @@ fn leader(
     let ready = prepare_leader(a, device, world);
     if let Some(g) = group {
         let sent = match &ready {
-            Ok((config, ..)) => bootstrap(config, &a.model_dir),
+            Ok((config, _, data, _)) => bootstrap(config, &a.model_dir, &data.data_dir),
             Err(e) => Err(rnmt::cli::chain(e)),
         };
         let shared = g.from_rank0(sent);
@@ -360,7 +332,11 @@ fn leader(
 }
 
 /// The config and tokenizer files of rank 0, for the other ranks.
-fn bootstrap(config: &Config, model_dir: &Path) -> std::result::Result<Vec<u8>, String> {
+fn bootstrap(
+    config: &Config,
+    model_dir: &Path,
+    data_dir: &Path,
+) -> std::result::Result<Vec<u8>, String> {
     let mut tokenizers = Vec::new();
     for name in rnmt::tokenizer::FILES {
         let path = model_dir.join(name);
@@ -370,9 +346,12 @@ fn bootstrap(config: &Config, model_dir: &Path) -> std::result::Result<Vec<u8>, 
             tokenizers.push((name.to_string(), text));
         }
     }
+    let data_dir =
+        std::path::absolute(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let boot = Bootstrap {
         config: config.clone(),
         tokenizers,
+        data_dir,
     };
     serde_json::to_vec(&boot).map_err(|e| format!("encoding the config: {e}"))
 }
@@ -425,13 +404,8 @@ fn prepare_leader(a: &Args, device: tch::Device, world: u64) -> Result<Ready> {
             a.model_dir.display()
         ));
     }
-    let spec = DataSpec {
-        train: corpus(&a.train, &a.train_src, &a.train_tgt, a)?,
-        valid: corpus(&a.valid, &a.valid_src, &a.valid_tgt, a)?,
-        skip_bad_lines: a.skip_bad_lines,
-        reuse_tokenizers: resuming,
-    };
-    let data = prepare(&spec, &config.data, &a.model_dir)?;
+    let spec = data_spec(a, resuming)?;
+    let data = load(&spec, &config.data, &a.model_dir)?;
     for line in &data.report {
         say(line);
     }

@@ -68,6 +68,58 @@ fn ratio_exceeds(a: usize, b: usize, max_ratio: f64) -> bool {
     hi as f64 / lo as f64 > max_ratio
 }
 
+/// [`filter_items`] one pair at a time, for corpora that do not fit in memory: the same
+/// checks in the same order and the same report; duplicates are found by a 128-bit hash of
+/// the pair (16 bytes per distinct pair kept in memory).
+#[derive(Debug)]
+pub struct StreamFilter {
+    cfg: FilterConfig,
+    seen: HashSet<u128>,
+    report: FilterReport,
+}
+
+impl StreamFilter {
+    pub fn new(cfg: &FilterConfig) -> Self {
+        StreamFilter {
+            cfg: *cfg,
+            seen: HashSet::new(),
+            report: FilterReport::default(),
+        }
+    }
+
+    /// Whether to keep the pair `(src, tgt)` of `lens` tokens per side.
+    pub fn keep(&mut self, src: &str, tgt: &str, (ls, lt): (usize, usize)) -> bool {
+        let cfg = &self.cfg;
+        let r = &mut self.report;
+        r.input += 1;
+        if cfg.max_len.is_some_and(|m| ls > m || lt > m) {
+            r.too_long += 1;
+            return false;
+        }
+        if cfg.max_ratio.is_some_and(|m| ratio_exceeds(ls, lt, m)) {
+            r.bad_ratio += 1;
+            return false;
+        }
+        if cfg.dedup {
+            // 0xFF never occurs in UTF-8: the boundary between the sides is unambiguous.
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(src.as_bytes());
+            h.update(&[0xFF]);
+            h.update(tgt.as_bytes());
+            if !self.seen.insert(h.digest128()) {
+                r.duplicate += 1;
+                return false;
+            }
+        }
+        r.kept += 1;
+        true
+    }
+
+    pub fn report(&self) -> FilterReport {
+        self.report
+    }
+}
+
 /// Filters `pairs` by `cfg`, keeping order; `len` counts the tokens of one side's text (the
 /// side matters when source and target have separate tokenizers).
 pub fn filter<F>(pairs: Vec<Pair>, cfg: &FilterConfig, mut len: F) -> (Vec<Pair>, FilterReport)

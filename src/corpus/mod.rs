@@ -37,7 +37,7 @@ use thiserror::Error;
 use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 pub use error::{CorpusError, Side, SkipCounts, SkipReason};
-pub use filter::{filter, filter_items, FilterConfig, FilterReport};
+pub use filter::{filter, filter_items, FilterConfig, FilterReport, StreamFilter};
 pub use reader::PairReader;
 
 /// Unicode normalization applied to every text, in training and in translation alike.

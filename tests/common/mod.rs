@@ -106,6 +106,7 @@ pub fn bin(name: &str) -> Command {
         "rnmt-train" => env!("CARGO_BIN_EXE_rnmt-train"),
         "rnmt-translate" => env!("CARGO_BIN_EXE_rnmt-translate"),
         "rnmt-serve" => env!("CARGO_BIN_EXE_rnmt-serve"),
+        "rnmt-prepare" => env!("CARGO_BIN_EXE_rnmt-prepare"),
         _ => panic!("unknown binary {name}"),
     };
     let path = match std::env::var_os("RNMT_TEST_BIN_DIR") {

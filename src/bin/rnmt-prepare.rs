@@ -1,0 +1,93 @@
+//! rnmt-prepare: prepare training corpora once (tokenizers and shards of token ids, see
+//! [`rnmt::data::prepare`]) for `rnmt-train --data-dir DIR`, which then starts at once.
+//! `rnmt-train` runs the same step by itself when the prepared directory does not match.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use rnmt::config::{Config, Stated};
+use rnmt::data::args::TrainDataArgs;
+use rnmt::data::prepare::{self, Plan, Request};
+
+/// Prepare training corpora: train the tokenizers on a seeded sample, encode, filter and
+/// deduplicate on all cores, and write memory-mapped shards of token ids with a manifest.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(flatten)]
+    data: TrainDataArgs,
+    /// The prepared directory to write (pass it to rnmt-train as --data-dir).
+    #[arg(long)]
+    out: PathBuf,
+    /// Config file (TOML or JSON); only its data section matters here.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one config key, e.g. --set data.tokenizer.vocab_size=8000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Prepare again even if OUT already holds this prepare.
+    #[arg(long)]
+    force: bool,
+    /// Only errors on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn run(a: Args) -> Result<()> {
+    let started = Instant::now();
+    let mut stated = match &a.config {
+        Some(p) => Stated::from_file(p)?,
+        None => Stated::new(),
+    };
+    for o in &a.overrides {
+        stated.set_override(o)?;
+    }
+    let config = stated.apply_to(&Config::default())?;
+    let train = a.data.train_sources()?;
+    let req = Request {
+        train: &train,
+        skip_bad_lines: a.data.skip_bad_lines,
+        cfg: &config.data,
+    };
+    let say = |m: &str| {
+        if !a.quiet {
+            eprintln!("{m}");
+        }
+    };
+    let inputs = req.inputs()?;
+    if !a.force {
+        if let Some(m) = prepare::read_manifest(&a.out) {
+            if m.key == req.key(&inputs, &Plan::Train) && prepare::open_stores(&a.out, &m).is_ok() {
+                say(&format!(
+                    "{} already holds this prepare ({} pairs); nothing to do (--force prepares again)",
+                    a.out.display(),
+                    m.corpora.iter().map(|c| c.kept).sum::<u64>()
+                ));
+                return Ok(());
+            }
+        }
+    }
+    let (m, _) = prepare::prepare_dir(&req, Plan::Train, &a.out)?;
+    for line in &m.report {
+        say(line);
+    }
+    let pairs: u64 = m.corpora.iter().map(|c| c.read).sum();
+    let secs = started.elapsed().as_secs_f64();
+    say(&format!(
+        "prepared {} of {pairs} pairs into {} ({} shard(s), ids as u{}) in {secs:.1}s: {:.0} pairs/s",
+        m.corpora.iter().map(|c| c.kept).sum::<u64>(),
+        a.out.display(),
+        m.corpora.iter().map(|c| c.shards.len()).sum::<usize>(),
+        8 * m.id_width,
+        pairs as f64 / secs.max(1e-9)
+    ));
+    say(&rnmt::memory::peak_report());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rnmt::cli::run("rnmt-prepare", || run(args))
+}
