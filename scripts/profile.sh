@@ -26,5 +26,5 @@ if [[ ! -f "$model/model.safetensors" ]]; then
         --model-dir "$model" --max-steps "$STEPS" --set train.calibrate=false "${threads[@]}" --quiet
 fi
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-echo "# $(date -u +%Y-%m-%d), $(nproc) cores ($cpu), flags: $(grep -m1 -o -w -E 'avx512f|avx512_bf16|avx512_vnni|avx_vnni|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+echo "# $(date -u +%Y-%m-%d), $(nproc) cores ($cpu), flags: $(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|avx_vnni|amx_bf16' | sort -u | tr '\n' ' ')"
 target/release/examples/profile "$model" "corpora/$CORPUS.train.tsv" "corpora/$CORPUS.test.tsv"

@@ -308,3 +308,57 @@ fn evaluation_script() {
     assert!(stderr(&o).contains("no score reported"), "{}", stderr(&o));
     assert!(!stdout(&o).contains("BLEU"));
 }
+
+/// `decode.json`, written by rnmt-train's calibration, sets the model's decoding defaults; a
+/// model directory without it decodes exactly as before (alpha 1, the `finished` rule); the
+/// command line wins over the file.
+#[test]
+fn decoding_defaults_come_from_the_model_directory() {
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model().join("decode.json")).unwrap())
+            .unwrap();
+    let grid = written["calibration"]["grid"].as_array().unwrap();
+    assert_eq!(grid.len(), rnmt::calibrate::ALPHA_GRID.len());
+    let best = grid
+        .iter()
+        .map(|g| g[1].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let alpha = written["alpha"].as_f64().unwrap();
+    assert!(
+        grid.iter()
+            .any(|g| g[0].as_f64() == Some(alpha) && g[1].as_f64() == Some(best)),
+        "the chosen alpha has the best BLEU of the grid: {written}"
+    );
+
+    let input = b"Click the Save button.\nChoose Format - Cells.\nThe Navigator window.\nTo insert a new row, choose Insert - Rows.\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(model(), &dir);
+    let run = |args: &[&str]| {
+        let o = translate_with(&dir, args, input, Duration::from_secs(300));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let nbest = ["--beam", "4", "--n-best", "4"];
+    let stated = |alpha: &str, stop: &str| {
+        run(&[&nbest[..], &["--alpha", alpha, "--beam-stop", stop]].concat())
+    };
+    // With the calibrated file: its alpha.
+    assert_eq!(run(&nbest), stated(&alpha.to_string(), "finished"));
+    // Without it: today's defaults.
+    std::fs::remove_file(dir.join("decode.json")).unwrap();
+    assert_eq!(run(&nbest), stated("1", "finished"));
+    // Another file: other defaults, which the command can still override.
+    let (old, other) = (stated("1", "finished"), stated("3", "patient"));
+    assert_ne!(
+        old, other,
+        "the two settings must decode differently for this test"
+    );
+    std::fs::write(
+        dir.join("decode.json"),
+        r#"{"alpha": 3.0, "stop": "patient"}"#,
+    )
+    .unwrap();
+    assert_eq!(run(&nbest), other);
+    assert_eq!(stated("1", "finished"), old);
+}
