@@ -104,28 +104,13 @@ pub fn calibrate(
     interrupt: &std::sync::atomic::AtomicBool,
 ) -> Result<DecodeDefaults> {
     use crate::metrics::bleu::{Bleu, BleuConfig};
-    use std::sync::atomic::Ordering;
     let decode = DecodeConfig {
         beam,
         n_best: beam,
         stop: Some(BeamStop::Finished),
         ..DecodeConfig::default()
     };
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| examples[i].src.len());
-    let mut hyps = vec![Vec::new(); examples.len()];
-    for chunk in order.chunks(64) {
-        if interrupt.load(Ordering::SeqCst) {
-            return Err(Error::Interrupted);
-        }
-        let sources: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].src.clone()).collect();
-        for (&i, h) in chunk
-            .iter()
-            .zip(crate::search::decode(model, &sources, &decode, device)?)
-        {
-            hyps[i] = h;
-        }
-    }
+    let hyps = crate::validation::decode_examples(model, examples, &decode, device, interrupt)?;
     // Each sentence's ended hypotheses as (log-probability, tokens with </s>, text).
     let mut candidates = Vec::with_capacity(hyps.len());
     for h in hyps {
@@ -136,6 +121,7 @@ pub fn calibrate(
         candidates.push(c);
     }
     let scorer = Bleu::new(BleuConfig::default())?;
+    let refs = [refs.to_vec()];
     let mut grid = Vec::with_capacity(ALPHA_GRID.len());
     for &alpha in ALPHA_GRID {
         let best: Vec<String> = candidates
@@ -154,7 +140,7 @@ pub fn calibrate(
                     .unwrap_or_default()
             })
             .collect();
-        let score = scorer.corpus_score(&best, &[refs.to_vec()])?;
+        let score = scorer.corpus_score(&best, &refs)?;
         grid.push([alpha, score.score, score.bp]);
     }
     let [alpha, ..] = best_of(&grid).unwrap_or([DecodeConfig::DEFAULT_ALPHA, 0.0, 0.0]);

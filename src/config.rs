@@ -638,12 +638,7 @@ impl Config {
 
     /// Applies `key.path=value` overrides (see [`Stated::set_override`]).
     pub fn with_overrides(self, overrides: &[String]) -> Result<Self> {
-        check_unique_overrides(overrides)?;
-        let mut stated = Stated::new();
-        for o in overrides {
-            stated.set_override(o)?;
-        }
-        stated.apply_to(&self)
+        Stated::from_command(None, overrides)?.apply_to(&self)
     }
 
     /// Reads `config.json` from a model directory.
@@ -734,6 +729,20 @@ impl Stated {
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
         };
         Ok(Stated(value))
+    }
+
+    /// What a command states: its `--config` file, if any, with its `--set key=value`
+    /// overrides on top (each key at most once).
+    pub fn from_command(config: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        check_unique_overrides(overrides)?;
+        let mut stated = match config {
+            Some(p) => Stated::from_file(p)?,
+            None => Stated::new(),
+        };
+        for o in overrides {
+            stated.set_override(o)?;
+        }
+        Ok(stated)
     }
 
     /// States `key.path=value`; `value` is parsed as JSON when it can be (numbers, booleans,

@@ -308,6 +308,7 @@ impl<'a> Trainer<'a> {
             batch_in_window: None,
             data_hash: None,
         };
+        let hash = format!("{:016x}", data.train.content_hash());
         let world = group.map_or(1, ProcessGroup::world_size) as u64;
         let accumulate = t.accumulate as u64;
         let resumable = group.is_none_or(|g| g.rank() == 0);
@@ -324,7 +325,6 @@ impl<'a> Trainer<'a> {
                 std::fs::rename(&aside, &model).map_err(|e| Error::io(&model, e))?;
             }
             check_batches_per_update(&state, world, accumulate)?;
-            let hash = format!("{:016x}", data.train.content_hash());
             if state.data_hash.as_ref().is_some_and(|h| *h != hash) {
                 return Err(Error::Input(format!(
                     "the training data differ from those this run trained on (prepared data {hash}, the run's {}): a resumed run must train on the same data; give the same files and settings, or train in a new --model-dir",
@@ -341,7 +341,7 @@ impl<'a> Trainer<'a> {
         }
         state.world_size = world;
         state.accumulate = accumulate;
-        state.data_hash = Some(format!("{:016x}", data.train.content_hash()));
+        state.data_hash = Some(hash);
         let schedule = Schedule::new(&config.train);
         opt.config.lr = schedule.lr_at(&state.schedule, state.step, None);
         Ok(Trainer {
@@ -659,7 +659,7 @@ impl<'a> Trainer<'a> {
         let Some(g) = self.group else {
             return Ok(mine);
         };
-        let sent = mine.map_or(-1.0, |p| p).to_le_bytes().to_vec();
+        let sent = mine.unwrap_or(-1.0).to_le_bytes().to_vec();
         let got = g.from_rank0(Ok(sent))?;
         let p = got
             .get(..8)

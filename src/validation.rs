@@ -102,9 +102,27 @@ pub fn translate_examples(
     device: Device,
     stop: &AtomicBool,
 ) -> Result<Vec<String>> {
+    decode_examples(model, examples, decode, device, stop)?
+        .iter()
+        .map(|h| match h.first() {
+            Some(h) => Ok(tgt.decode(&h.tokens)?),
+            None => Ok(String::new()),
+        })
+        .collect()
+}
+
+/// The hypotheses (up to `decode.n_best`) of the sources of `examples`, in order, decoded in
+/// length-sorted batches of 64; [`Error::Interrupted`] when `stop` is set meanwhile.
+pub fn decode_examples(
+    model: &Seq2Seq,
+    examples: &[Example],
+    decode: &DecodeConfig,
+    device: Device,
+    stop: &AtomicBool,
+) -> Result<Vec<Vec<search::Hypothesis>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].src.len());
-    let mut out = vec![String::new(); examples.len()];
+    let mut out = vec![Vec::new(); examples.len()];
     for chunk in order.chunks(64) {
         if stop.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
@@ -112,10 +130,7 @@ pub fn translate_examples(
         let sources: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].src.clone()).collect();
         let hyps = search::decode(model, &sources, decode, device)?;
         for (&i, h) in chunk.iter().zip(hyps) {
-            out[i] = match h.first() {
-                Some(h) => tgt.decode(&h.tokens)?,
-                None => String::new(),
-            };
+            out[i] = h;
         }
     }
     Ok(out)

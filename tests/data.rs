@@ -23,6 +23,22 @@ fn manifest(dir: &Path) -> Manifest {
     read_manifest(dir).expect("a manifest")
 }
 
+/// rnmt-train (the tiny corpus `train`/`valid` and `config`) into `model` on the prepared
+/// directory `data_dir`, with `extra` arguments.
+fn train_prepared(
+    (train, valid, config): (&Path, &Path, &Path),
+    model: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Output {
+    train_command(train, valid, model, Some(config))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn weights(dir: &Path) -> PathBuf {
     dir.join("last/weights.safetensors")
 }
@@ -69,13 +85,12 @@ fn prepared_shards_train_like_the_default_prepare() {
     );
 
     let sharded = tmp.path().join("sharded");
-    let o = train_command(&train, &valid, &sharded, Some(&config))
-        .arg("--data-dir")
-        .arg(&prepared)
-        .args(shards)
-        .args(["--max-steps", "6"])
-        .output()
-        .unwrap();
+    let o = train_prepared(
+        (&train, &valid, &config),
+        &sharded,
+        &prepared,
+        &[&shards[..], &["--max-steps", "6"]].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("(prepared earlier;"), "{}", stderr(&o));
     assert_eq!(
@@ -136,12 +151,12 @@ fn a_changed_input_is_prepared_again_or_stops_a_resume() {
         stderr(&o)
     );
     // A fresh run on the old prepared directory prepares the new content.
-    let o = train_command(&train, &valid, &tmp.path().join("fresh"), Some(&config))
-        .arg("--data-dir")
-        .arg(&before)
-        .args(["--max-steps", "1"])
-        .output()
-        .unwrap();
+    let o = train_prepared(
+        (&train, &valid, &config),
+        &tmp.path().join("fresh"),
+        &before,
+        &["--max-steps", "1"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("data: prepared"), "{}", stderr(&o));
     assert_eq!(
@@ -169,13 +184,12 @@ fn an_interrupted_prepare_restarts_cleanly() {
     std::fs::write(&shard, b"RNMTIDS1 partial").unwrap();
     std::fs::write(prepared.join("corpus-0/.shard-00009.bin.tmp.bin"), b"x").unwrap();
     let model = tmp.path().join("m");
-    let o = train_command(&train, &valid, &model, Some(&config))
-        .arg("--data-dir")
-        .arg(&prepared)
-        .args(shards)
-        .args(["--max-steps", "1"])
-        .output()
-        .unwrap();
+    let o = train_prepared(
+        (&train, &valid, &config),
+        &model,
+        &prepared,
+        &[&shards[..], &["--max-steps", "1"]].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("data: prepared"), "{}", stderr(&o));
     let second = manifest(&prepared);
@@ -184,13 +198,12 @@ fn an_interrupted_prepare_restarts_cleanly() {
     // A shard damaged after the prepare: prepared again, not trained on.
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 2]).unwrap();
-    let o = train_command(&train, &valid, &tmp.path().join("m2"), Some(&config))
-        .arg("--data-dir")
-        .arg(&prepared)
-        .args(shards)
-        .args(["--max-steps", "1"])
-        .output()
-        .unwrap();
+    let o = train_prepared(
+        (&train, &valid, &config),
+        &tmp.path().join("m2"),
+        &prepared,
+        &[&shards[..], &["--max-steps", "1"]].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("data: prepared"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&shard).unwrap().len(), bytes.len());

@@ -37,14 +37,8 @@ struct Args {
 
 fn run(a: Args) -> Result<()> {
     let started = Instant::now();
-    let mut stated = match &a.config {
-        Some(p) => Stated::from_file(p)?,
-        None => Stated::new(),
-    };
-    for o in &a.overrides {
-        stated.set_override(o)?;
-    }
-    let config = stated.apply_to(&Config::default())?;
+    let config =
+        Stated::from_command(a.config.as_deref(), &a.overrides)?.apply_to(&Config::default())?;
     let train = a.data.train_sources()?;
     let req = Request {
         train: &train,

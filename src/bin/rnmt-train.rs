@@ -101,14 +101,7 @@ fn data_spec(a: &Args, reuse_tokenizers: bool) -> Result<DataSpec> {
 /// ([`rnmt::config::resume_config`]): a changed key that is safe to change is applied and
 /// logged, any other is an error naming it. Budgets are always this command's.
 fn resolve_config(a: &Args, model_dir: &Path) -> Result<(Config, Option<Vec<Change>>)> {
-    let mut stated = match &a.config {
-        Some(p) => Stated::from_file(p)?,
-        None => Stated::new(),
-    };
-    rnmt::config::check_unique_overrides(&a.overrides)?;
-    for o in &a.overrides {
-        stated.set_override(o)?;
-    }
+    let mut stated = Stated::from_command(a.config.as_deref(), &a.overrides)?;
     if let Some(s) = a.seed {
         stated.set("train.seed", s.into())?;
     }

@@ -232,7 +232,7 @@ impl Decoder {
         let cache = &enc.step_cache;
         let gi = match (self.feed, &cache.context_proj) {
             (Feed::AttVector, _) => emb_proj + state.att_vector.matmul(&cache.feed_weight.tr()),
-            (Feed::Context, Some(c)) => emb_proj + &per_row(c, emb_proj.size()[0]),
+            (Feed::Context, Some(c)) => add_per_sentence(emb_proj, c),
             _ => emb_proj.shallow_clone(),
         };
         let mut hidden: Vec<Tensor> = Vec::with_capacity(self.layers.len());
@@ -400,16 +400,11 @@ impl Decoder {
     }
 }
 
-/// `per_sentence [sentences, ..]` repeated for `rows` rows in groups (see [`Decoder::step`]).
-fn per_row(per_sentence: &Tensor, rows: i64) -> Tensor {
-    let sentences = per_sentence.size()[0];
-    if sentences == rows {
-        return per_sentence.shallow_clone();
-    }
-    per_sentence
-        .unsqueeze(1)
-        .expand([sentences, rows / sentences, -1], false)
-        .reshape([rows, -1])
+/// `rows [rows, d] + per_sentence [sentences, d]`, rows in groups per sentence (see
+/// [`Decoder::step`]), broadcast without copying `per_sentence` to every row.
+fn add_per_sentence(rows: &Tensor, per_sentence: &Tensor) -> Tensor {
+    let (n, sentences) = (rows.size()[0], per_sentence.size()[0]);
+    (rows.view([sentences, n / sentences.max(1), -1]) + per_sentence.unsqueeze(1)).view([n, -1])
 }
 
 /// The layers' weights in the order of libtorch's fused `gru`/`lstm` call.

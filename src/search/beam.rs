@@ -219,13 +219,23 @@ fn keep_best(finished: &mut Vec<Hypothesis>, hyp: Hypothesis, k: usize) {
 /// length penalty grows too, so this is the usual heuristic (Hugging Face's beam scorer), not
 /// a bound like [`cannot_improve`].
 fn none_ahead(finished: &[Hypothesis], live: &[f32], len_next: usize, cfg: &DecodeConfig) -> bool {
-    if finished.len() < cfg.n_best {
+    none_above(
+        finished,
+        live,
+        length_penalty(len_next, cfg.alpha()),
+        cfg.n_best,
+    )
+}
+
+/// Whether `finished` holds `n_best` hypotheses and every finite live score divided by `lp`
+/// is at most the `n_best`-th best normalized score among them.
+fn none_above(finished: &[Hypothesis], live: &[f32], lp: f64, n_best: usize) -> bool {
+    if finished.len() < n_best {
         return false;
     }
     let mut normalized: Vec<f64> = finished.iter().map(|h| h.normalized).collect();
     normalized.sort_by(|a, b| b.total_cmp(a));
-    let nth = normalized[cfg.n_best - 1];
-    let lp = length_penalty(len_next, cfg.alpha());
+    let nth = normalized[n_best - 1];
     live.iter()
         .filter(|s| s.is_finite())
         .all(|&s| (s as f64 / lp) <= nth)
@@ -247,15 +257,6 @@ fn cannot_improve(
     bound: usize,
     cfg: &DecodeConfig,
 ) -> bool {
-    if finished.len() < cfg.n_best {
-        return false;
-    }
-    let mut normalized: Vec<f64> = finished.iter().map(|h| h.normalized).collect();
-    normalized.sort_by(|a, b| b.total_cmp(a));
-    let nth = normalized[cfg.n_best - 1];
     let lp = length_penalty(min_len_next, cfg.alpha()).max(length_penalty(bound, cfg.alpha()));
-    live_scores
-        .iter()
-        .filter(|s| s.is_finite())
-        .all(|&s| (s as f64 / lp) <= nth)
+    none_above(finished, live_scores, lp, cfg.n_best)
 }
