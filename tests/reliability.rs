@@ -667,7 +667,8 @@ fn huge_durations_are_errors_not_panics() {
     }
 }
 
-/// Item 3: config.json and model.safetensors as links to /dev/zero, or FIFOs, are one-line
+/// Item 3: config.json and model.safetensors as zero devices (a copy of /dev/zero, 1,5, made
+/// in the temporary directory; skipped where mknod is not permitted), or FIFOs, are one-line
 /// errors within a deadline (they used to grow to 19 GB, or hang).
 #[test]
 fn model_files_that_are_devices_or_fifos_are_refused() {
@@ -679,7 +680,10 @@ fn model_files_that_are_devices_or_fifos_are_refused() {
             let p = m.join(name);
             std::fs::remove_file(&p).unwrap();
             if kind == "zero" {
-                std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+                if !mknod(&p, 1, 5) {
+                    eprintln!("zero-device part skipped: mknod is not permitted here (needs root)");
+                    continue;
+                }
             } else {
                 assert!(Command::new("mkfifo").arg(&p).status().unwrap().success());
             }
