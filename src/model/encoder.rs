@@ -133,6 +133,21 @@ impl Encoder {
     ///
     /// Returns `(states [batch, src_len, 2*hidden], final_state [batch, 2*hidden])`.
     pub fn forward(&self, embedded: &Tensor, lengths: &[i64], train: bool) -> (Tensor, Tensor) {
+        if embedded.device().is_cuda() {
+            self.forward_packed(embedded, lengths, train)
+        } else {
+            self.forward_padded(embedded, lengths, train)
+        }
+    }
+
+    /// [`Encoder::forward`] over packed sequences: cuDNN's path, and the reference that the
+    /// padded path is tested against.
+    pub fn forward_packed(
+        &self,
+        embedded: &Tensor,
+        lengths: &[i64],
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let (batch, src_len) = (embedded.size()[0], embedded.size()[1]);
         let device = embedded.device();
         // Packing needs decreasing lengths: sort, run, then restore the original order.
@@ -205,10 +220,178 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// [`Encoder::forward`] over the padded batch, one direction at a time: the CPU's path.
+    ///
+    /// libtorch runs an unpacked, one-directional LSTM on the CPU with oneDNN's fused RNN
+    /// kernel (forward and backward), which is much faster than its step-by-step packed
+    /// kernel. Padding is harmless left to right, since it comes after every real token. The
+    /// right-to-left direction runs left to right over each sentence reversed *within its
+    /// length* (`x_rev[t] = x[len - 1 - t]` for `t < len`, padding left in place), so it too
+    /// reads the padding only after the whole sentence, and its outputs are put back in
+    /// place with the same permutation. The final states are read from the outputs at each
+    /// sentence's own last step, and the outputs are zeroed at padding, so every sentence is
+    /// encoded as if it were alone (to floating-point rounding: the kernels differ).
+    pub fn forward_padded(
+        &self,
+        embedded: &Tensor,
+        lengths: &[i64],
+        train: bool,
+    ) -> (Tensor, Tensor) {
+        let (batch, src_len) = (embedded.size()[0], embedded.size()[1]);
+        assert_eq!(
+            lengths.len() as i64,
+            batch,
+            "encoder: {} lengths for a batch of {batch}",
+            lengths.len()
+        );
+        let device = embedded.device();
+        // Rows of the time-major flattening [src_len * batch]: row t * batch + b.
+        let mut reverse = Vec::with_capacity((src_len * batch) as usize);
+        for t in 0..src_len {
+            for (b, &len) in lengths.iter().enumerate() {
+                let src_t = if t < len { len - 1 - t } else { t };
+                reverse.push(src_t * batch + b as i64);
+            }
+        }
+        let last: Vec<i64> = lengths
+            .iter()
+            .enumerate()
+            .map(|(b, &len)| (len - 1) * batch + b as i64)
+            .collect();
+        let reverse = Tensor::from_slice(&reverse).to_device(device);
+        let last = Tensor::from_slice(&last).to_device(device);
+        let flat_rows = |x: &Tensor| x.reshape([src_len * batch, -1]);
+
+        let mut x = embedded.transpose(0, 1).contiguous(); // [src_len, batch, in]
+        let h0 = Tensor::zeros([1, batch, self.hidden], (Kind::Float, device));
+        let c0 = h0.zeros_like();
+        let mut finals = None;
+        for layer in 0..self.layers as usize {
+            let mut outs = Vec::with_capacity(2);
+            for dir in 0..2 {
+                let params: Vec<&Tensor> =
+                    self.params[(2 * layer + dir) * 4..][..4].iter().collect();
+                let input = if dir == 0 {
+                    x.shallow_clone()
+                } else {
+                    flat_rows(&x)
+                        .index_select(0, &reverse)
+                        .reshape([src_len, batch, -1])
+                };
+                let out = match self.cell {
+                    CellType::Lstm => {
+                        input
+                            .lstm(&[&h0, &c0], &params, true, 1, 0.0, train, false, false)
+                            .0
+                    }
+                    CellType::Gru => input.gru(&h0, &params, true, 1, 0.0, train, false, false).0,
+                };
+                outs.push(out);
+            }
+            let top = layer + 1 == self.layers as usize;
+            if top {
+                // Left to right ends at len - 1; right to left ends at position 0, which is
+                // row len - 1 of its reversed run.
+                finals = Some(Tensor::cat(
+                    &[
+                        flat_rows(&outs[0]).index_select(0, &last),
+                        flat_rows(&outs[1]).index_select(0, &last),
+                    ],
+                    1,
+                ));
+            }
+            let backward = flat_rows(&outs[1])
+                .index_select(0, &reverse)
+                .reshape([src_len, batch, -1]);
+            x = Tensor::cat(&[&outs[0], &backward], 2);
+            if !top && train && self.dropout > 0.0 {
+                x = x.dropout(self.dropout, true);
+            }
+        }
+        let mask = length_mask(lengths, src_len, device)
+            .transpose(0, 1)
+            .unsqueeze(2)
+            .to_kind(Kind::Float);
+        let states = (x * mask).transpose(0, 1).contiguous();
+        (states, finals.expect("the encoder has at least one layer"))
+    }
+}
+
 /// The padding mask `[batch, src_len]` (bool, true at real tokens) for `lengths`.
 pub fn length_mask(lengths: &[i64], max_len: i64, device: Device) -> Tensor {
     let lens = Tensor::from_slice(lengths).to_device(device).unsqueeze(1);
     Tensor::arange(max_len, (Kind::Int64, device))
         .unsqueeze(0)
         .lt_tensor(&lens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::VarStore, Device};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// The padded path (the CPU's) equals the packed one (cuDNN's, and libtorch's reference):
+    /// states, zeros at padding, final states and the gradients of every weight and of the
+    /// input, for both cells, unsorted lengths and a sentence as long as the batch.
+    #[test]
+    fn padded_path_equals_the_packed_path() {
+        tch::manual_seed(11);
+        for cell in [CellType::Lstm, CellType::Gru] {
+            let vs = VarStore::new(Device::Cpu);
+            let cfg = EncoderConfig {
+                cell,
+                layers: 3,
+                hidden: 16,
+                dropout: 0.0,
+            };
+            let enc = Encoder::new(&vs.root(), &cfg, 12);
+            let lengths = [5i64, 9, 1, 7, 9, 3];
+            let x0 = Tensor::randn([6, 9, 12], (Kind::Float, Device::Cpu));
+            let weight = Tensor::randn([6, 9, 32], (Kind::Float, Device::Cpu));
+            let run = |padded: bool| {
+                let x = x0.copy().set_requires_grad(true);
+                let (states, finals) = if padded {
+                    enc.forward_padded(&x, &lengths, true)
+                } else {
+                    enc.forward_packed(&x, &lengths, true)
+                };
+                for p in &enc.params {
+                    p.shallow_clone().zero_grad();
+                }
+                ((&states * &weight).sum(Kind::Float) + finals.sin().sum(Kind::Float)).backward();
+                let grads: Vec<Tensor> = enc.params.iter().map(|p| p.grad().copy()).collect();
+                (states.detach(), finals.detach(), x.grad(), grads)
+            };
+            let (s1, f1, dx1, g1) = run(false);
+            let (s2, f2, dx2, g2) = run(true);
+            assert_eq!(s1.size(), s2.size());
+            assert!(max_diff(&s1, &s2) < 1e-5, "{cell:?} states differ");
+            assert!(max_diff(&f1, &f2) < 1e-5, "{cell:?} final states differ");
+            assert!(
+                max_diff(&dx1, &dx2) < 1e-4,
+                "{cell:?} input gradients differ"
+            );
+            for (a, b) in g1.iter().zip(&g2) {
+                let scale = a.abs().max().double_value(&[]).max(1e-3);
+                assert!(
+                    max_diff(a, b) < 1e-4 * scale,
+                    "{cell:?} weight gradients differ"
+                );
+            }
+            // Padding is zero: sentence 2 has one token.
+            assert_eq!(
+                s2.get(2)
+                    .narrow(0, 1, 8)
+                    .abs()
+                    .sum(Kind::Float)
+                    .double_value(&[]),
+                0.0
+            );
+        }
+    }
 }
