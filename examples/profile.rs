@@ -38,6 +38,7 @@ use rnmt::config::DecodeConfig;
 use rnmt::corpus::{read_all, CorpusSource, ReadOptions};
 use rnmt::model::{EncoderOutput, Seq2Seq};
 use rnmt::optim::{Adam, AdamConfig};
+use rnmt::precision::Precision;
 use rnmt::search::{beam_search, Step, StepModel};
 use tch::{Device, Kind, Tensor};
 
@@ -46,6 +47,15 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// `PRECISION=bf16` runs as `--precision bf16`: the forward parts under bfloat16 autocast on
+/// CUDA, the encoder and the output layer in bfloat16 on the CPU.
+fn precision() -> Precision {
+    match std::env::var("PRECISION").as_deref() {
+        Ok("bf16") => Precision::Bf16,
+        _ => Precision::Fp32,
+    }
 }
 
 fn sync(device: Device) {
@@ -93,7 +103,8 @@ impl Laps {
 }
 
 fn leaf(t: &Tensor) -> Tensor {
-    t.detach().set_requires_grad(true)
+    // float32, as the parts hand on to each other outside an autocast region.
+    t.detach().to_kind(Kind::Float).set_requires_grad(true)
 }
 
 /// One training update, part by part (see the module docs). Returns the target tokens.
@@ -105,12 +116,15 @@ fn timed_update(
     device: Device,
     eps: f64,
 ) -> i64 {
+    let fwd = |f: &mut dyn FnMut()| precision().run(device, f).expect("autocast");
     laps.start(device);
     tch::manual_seed(7);
     let batch = Batch::new(examples, device);
     laps.lap("host: batch building and seeding", device);
     opt.zero_grad();
-    let enc = model.encode(&batch.src, &batch.src_lens, true);
+    let mut enc = None;
+    fwd(&mut || enc = Some(model.encode(&batch.src, &batch.src_lens, true)));
+    let enc = enc.expect("encoded");
     laps.lap(
         "forward: embeddings, encoder (biLSTM), attention keys",
         device,
@@ -125,21 +139,38 @@ fn timed_update(
         keys: keys.as_ref().map(Tensor::shallow_clone),
         step_cache: model.decoder().prepare(&final_state),
     };
-    let state = model.initial_state(&enc_d);
-    let emb = model.embed_target(&batch.tgt_in, true);
-    let top = model.decoder().rnn_fused(&emb, &state, &enc_d, true);
+    let mut top = None;
+    fwd(&mut || {
+        let state = model.initial_state(&enc_d);
+        let emb = model.embed_target(&batch.tgt_in, true);
+        top = Some(model.decoder().rnn_fused(&emb, &state, &enc_d, true))
+    });
+    let top = top.expect("decoded");
     laps.lap("forward: bridge, target embeddings, decoder RNN", device);
     let top_d = leaf(&top);
-    let att = model.decoder().attend(&top_d, &enc_d);
+    let mut att = None;
+    fwd(&mut || att = Some(model.decoder().attend(&top_d, &enc_d)));
+    let att = att.expect("attended");
     laps.lap("forward: attention and attentional vectors", device);
     let att_d = leaf(&att);
     let hidden = att.size()[2];
     let gold = batch.tgt_out.reshape([-1]);
     let keep = gold.ne(0).nonzero().squeeze_dim(1);
     let rows = att_d.reshape([-1, hidden]).index_select(0, &keep);
-    let out = model
-        .decoder()
-        .output_loss(&rows, &gold.index_select(0, &keep), eps, true);
+    // As Seq2Seq::loss does under the CPU's bf16.
+    let rows = match precision().low_precision(device) {
+        Some(k) => rows.to_kind(k),
+        None => rows,
+    };
+    let mut out = None;
+    fwd(&mut || {
+        out = Some(
+            model
+                .decoder()
+                .output_loss(&rows, &gold.index_select(0, &keep), eps, true),
+        )
+    });
+    let out = out.expect("loss");
     let tokens = keep.size()[0];
     let loss = out.loss / tokens as f64;
     let _ = loss.double_value(&[]);
@@ -243,6 +274,9 @@ fn main() {
     };
     let mut loaded = load_model_dir(Path::new(dir), device).expect("model directory");
     loaded.vs.unfreeze();
+    loaded
+        .model
+        .set_low_precision(precision().low_precision(device));
     let cfg = &loaded.config;
     let tok = &loaded.tokenizers;
     let read = |path: &str| -> Vec<Example> {
@@ -379,10 +413,14 @@ fn main() {
     let t = Instant::now();
     let mut out_tokens = 0;
     tch::no_grad(|| {
-        for chunk in sources.chunks(batch) {
-            let hyps = beam_search(&timed, chunk, &dcfg, device).expect("beam search");
-            out_tokens += hyps.iter().map(|h| h[0].tokens.len() + 1).sum::<usize>();
-        }
+        precision()
+            .run(device, || {
+                for chunk in sources.chunks(batch) {
+                    let hyps = beam_search(&timed, chunk, &dcfg, device).expect("beam search");
+                    out_tokens += hyps.iter().map(|h| h[0].tokens.len() + 1).sum::<usize>();
+                }
+            })
+            .expect("autocast")
     });
     sync(device);
     let wall = t.elapsed().as_secs_f64();

@@ -7,11 +7,14 @@
 #   MODEL_DIR    model directory (default runs/lohelp-en-fr)
 #   CORPUS       corpus prefix under corpora/ (default lohelp.en-fr; also bible.en_web-es_rv1909)
 #   THREADS      libtorch threads (default: one per physical core)
+#   PRECISION    --precision of training (default auto: bf16 on a CPU with bfloat16
+#                instructions, fp32 elsewhere; README, Speed)
 # Running it again resumes training in MODEL_DIR for another TRAIN_TIME.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TRAIN_TIME=${TRAIN_TIME:-10m}
+PRECISION=${PRECISION:-auto}
 CORPUS=${CORPUS:-lohelp.en-fr}
 MODEL_DIR=${MODEL_DIR:-runs/$CORPUS}
 threads=()
@@ -26,7 +29,7 @@ target/release/rnmt-train \
     --train "corpora/$CORPUS.train.tsv" \
     --valid "corpora/$CORPUS.dev.tsv" \
     --model-dir "$MODEL_DIR" \
-    --max-time "$TRAIN_TIME" "${threads[@]}"
+    --max-time "$TRAIN_TIME" --precision "$PRECISION" "${threads[@]}"
 
 echo "== evaluating on corpora/$CORPUS.test.tsv (beam 5)"
 scripts/evaluate.sh "$MODEL_DIR" "corpora/$CORPUS.test.tsv"

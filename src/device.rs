@@ -14,17 +14,20 @@ pub struct DeviceArgs {
     /// libtorch threads (default: one per physical core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// fp32, or bf16 (autocast for the forward passes; weights, gradients and Adam stay
-    /// float32; CUDA only).
+    /// fp32; bf16 (weights, gradients and Adam stay float32; on CUDA autocast for the
+    /// forward passes, on a CPU with bfloat16 instructions the encoder and the output layer
+    /// in training); or auto (bf16 on such a CPU, else fp32).
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
 }
 
 impl DeviceArgs {
-    /// Sets the threads, parses the device and checks the precision on it.
-    pub fn apply(&self) -> Result<Device> {
+    /// Sets the threads, parses the device, resolves `--precision auto` for it and checks
+    /// the precision on it.
+    pub fn apply(&mut self) -> Result<Device> {
         set_threads(self.threads);
         let device = parse_device(&self.device)?;
+        self.precision = self.precision.resolved(device);
         self.precision.check(device)?;
         Ok(device)
     }

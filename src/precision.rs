@@ -1,5 +1,5 @@
 //! Numeric precision of the forward computations: `fp32` everywhere, or `bf16` automatic mixed
-//! precision (libtorch's autocast) on CUDA.
+//! precision (libtorch's autocast) on CUDA and on CPUs with bfloat16 instructions.
 //!
 //! Under autocast, libtorch runs the matrix products (linear layers, attention scores, the
 //! RNN kernels) in bfloat16 and keeps precision-sensitive operations (softmax, log-softmax,
@@ -21,8 +21,13 @@ pub enum Precision {
     /// float32 everywhere.
     #[default]
     Fp32,
-    /// bfloat16 autocast for the forward pass, float32 weights and optimizer (CUDA only).
+    /// bfloat16 autocast for the forward pass, float32 weights and optimizer (CUDA, or a
+    /// CPU with bfloat16 instructions).
     Bf16,
+    /// `bf16` on a CPU with bfloat16 instructions, `fp32` everywhere else (also on CUDA,
+    /// where bf16 is a choice to make explicitly). [`Precision::resolved`] turns it into one
+    /// of the two before use.
+    Auto,
 }
 
 impl fmt::Display for Precision {
@@ -30,34 +35,70 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
         })
     }
 }
 
 impl Precision {
-    /// Whether this precision can run on `device`: `bf16` needs CUDA. libtorch's CPU autocast
-    /// runs the model (a library test does so), but it leaves the packed RNN kernels in
-    /// float32, and its speed was measured on no CPU (the development machine has no
-    /// bfloat16 instructions), so the CPU refuses it rather than run something unmeasured.
+    /// `Auto` resolved for `device` (`bf16` on a CPU with bfloat16 instructions, else
+    /// `fp32`); the other two unchanged.
+    pub fn resolved(self, device: Device) -> Precision {
+        match self {
+            Precision::Auto if device == Device::Cpu && cpu_has_bf16() => Precision::Bf16,
+            Precision::Auto => Precision::Fp32,
+            p => p,
+        }
+    }
+
+    /// Whether this precision can run on `device`: `bf16` needs CUDA, or a CPU with bfloat16
+    /// instructions (AVX512-BF16, which every CPU with AMX also has), where oneDNN runs the
+    /// matrix products and the LSTM kernel in bfloat16 (on AMX tiles where present). Other
+    /// CPUs would emulate bfloat16, slower than float32, so they refuse it. `auto` always
+    /// can.
     pub fn check(self, device: Device) -> Result<()> {
-        match (self, device) {
-            (Precision::Bf16, Device::Cuda(_)) | (Precision::Fp32, _) => Ok(()),
+        match (self.resolved(device), device) {
+            (Precision::Bf16, Device::Cuda(_)) | (Precision::Fp32 | Precision::Auto, _) => Ok(()),
+            (Precision::Bf16, Device::Cpu) if cpu_has_bf16() => Ok(()),
             (Precision::Bf16, d) => Err(Error::Config(format!(
-                "--precision bf16 needs a CUDA device, and this run uses {}; use --precision \
-                 fp32 (the default) on the CPU",
+                "--precision bf16 needs a CUDA device or a CPU with bfloat16 instructions \
+                 (avx512_bf16), and this run uses {} without them; use --precision fp32 \
+                 (the default)",
                 crate::device::describe(d)
             ))),
         }
     }
 
-    /// Runs `f` with this precision's autocast state on `device` (nothing changes for
-    /// `fp32`). Call [`Precision::check`] first; `bf16` on a device other than CUDA runs `f`
-    /// unchanged.
+    /// Runs `f` with this precision's autocast state on `device`: CUDA autocast for `bf16`
+    /// there; nothing changes for `fp32` or on the CPU, where `bf16` is the model's own
+    /// choice of parts ([`Precision::low_precision`]). Call [`Precision::check`] first.
     pub fn run<T>(self, device: Device, f: impl FnOnce() -> T) -> Result<T> {
-        match (self, device) {
+        match (self.resolved(device), device) {
             (Precision::Bf16, Device::Cuda(_)) => with_autocast(true, LowPrecision::Bf16, f),
             _ => Ok(f()),
         }
+    }
+}
+
+impl Precision {
+    /// The type the model's encoder and output layer multiply in on `device`
+    /// ([`crate::model::Seq2Seq::set_low_precision`]): bfloat16 for `bf16` on the CPU, else
+    /// none (float32; on CUDA autocast lowers the whole forward pass).
+    pub fn low_precision(self, device: Device) -> Option<tch::Kind> {
+        (self.resolved(device) == Precision::Bf16 && device == Device::Cpu)
+            .then_some(tch::Kind::BFloat16)
+    }
+}
+
+/// Whether this CPU has native bfloat16 arithmetic (x86-64 AVX512-BF16).
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -135,11 +176,31 @@ mod tests {
     }
 
     #[test]
-    fn bf16_is_refused_on_the_cpu() {
+    fn bf16_on_the_cpu_only_with_bfloat16_instructions() {
         assert!(Precision::Fp32.check(Device::Cpu).is_ok());
         assert!(Precision::Bf16.check(Device::Cuda(0)).is_ok());
-        let e = Precision::Bf16.check(Device::Cpu).unwrap_err().to_string();
-        assert!(e.contains("needs a CUDA device"), "{e}");
+        assert_eq!(
+            Precision::Bf16.low_precision(Device::Cpu),
+            Some(Kind::BFloat16)
+        );
+        assert_eq!(Precision::Bf16.low_precision(Device::Cuda(0)), None);
+        assert_eq!(Precision::Fp32.low_precision(Device::Cpu), None);
+        assert_eq!(Precision::Auto.resolved(Device::Cuda(0)), Precision::Fp32);
+        assert!(Precision::Auto.check(Device::Cpu).is_ok());
+        assert_eq!(
+            Precision::Auto.resolved(Device::Cpu),
+            if cpu_has_bf16() {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            }
+        );
+        if cpu_has_bf16() {
+            assert!(Precision::Bf16.check(Device::Cpu).is_ok());
+        } else {
+            let e = Precision::Bf16.check(Device::Cpu).unwrap_err().to_string();
+            assert!(e.contains("bfloat16 instructions"), "{e}");
+        }
         // fp32 runs the closure unchanged.
         assert_eq!(
             Precision::Fp32.run(Device::Cpu, matmul_kind).unwrap(),

@@ -372,8 +372,11 @@ impl<'a> Trainer<'a> {
     /// Runs the forward passes of training and validation with `precision`; an error when
     /// the device cannot ([`Precision::check`]).
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        let precision = precision.resolved(self.device);
         precision.check(self.device)?;
         self.precision = precision;
+        self.model
+            .set_low_precision(precision.low_precision(self.device));
         Ok(())
     }
 

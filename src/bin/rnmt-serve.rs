@@ -75,7 +75,7 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
     }
 }
 
-fn run(a: Args) -> Result<()> {
+fn run(mut a: Args) -> Result<()> {
     let device = a.dev.apply()?;
     a.decode.validate()?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)

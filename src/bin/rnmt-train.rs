@@ -135,7 +135,7 @@ struct Bootstrap {
     data_dir: PathBuf,
 }
 
-fn run(a: Args) -> Result<()> {
+fn run(mut a: Args) -> Result<()> {
     let started = Instant::now();
     set_threads(a.dev.threads);
     let launch = Launch::from_env()?;
@@ -144,6 +144,7 @@ fn run(a: Args) -> Result<()> {
         // One GPU per process on a machine.
         device = parse_device(&format!("cuda:{}", l.local_rank))?;
     }
+    a.dev.precision = a.dev.precision.resolved(device);
     a.dev.precision.check(device)?;
     let group = match &launch {
         Some(l) => {

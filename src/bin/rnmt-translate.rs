@@ -96,7 +96,7 @@ impl AttentionSinks {
     }
 }
 
-fn run(a: Args) -> Result<()> {
+fn run(mut a: Args) -> Result<()> {
     let start = Instant::now();
     for (name, path) in [("--output", &a.output), ("--attention", &a.attention)] {
         if let (Some(i), Some(o)) = (&a.input, path) {

@@ -131,12 +131,20 @@ impl Encoder {
     /// * `embedded`: `[batch, src_len, emb]`
     /// * `lengths`: true lengths, each in `1..=src_len`
     ///
-    /// Returns `(states [batch, src_len, 2*hidden], final_state [batch, 2*hidden])`.
-    pub fn forward(&self, embedded: &Tensor, lengths: &[i64], train: bool) -> (Tensor, Tensor) {
+    /// * `low`: run the RNN in this type (bfloat16), on the CPU path only
+    ///
+    /// Returns `(states [batch, src_len, 2*hidden], final_state [batch, 2*hidden])`, float32.
+    pub fn forward(
+        &self,
+        embedded: &Tensor,
+        lengths: &[i64],
+        train: bool,
+        low: Option<Kind>,
+    ) -> (Tensor, Tensor) {
         if embedded.device().is_cuda() {
             self.forward_packed(embedded, lengths, train)
         } else {
-            self.forward_padded(embedded, lengths, train)
+            self.forward_padded(embedded, lengths, train, low)
         }
     }
 
@@ -232,11 +240,16 @@ impl Encoder {
     /// place with the same permutation. The final states are read from the outputs at each
     /// sentence's own last step, and the outputs are zeroed at padding, so every sentence is
     /// encoded as if it were alone (to floating-point rounding: the kernels differ).
+    ///
+    /// With `low` (bfloat16) the input, the weights (cast at each call; their gradients flow
+    /// back through the cast to the float32 parameters) and the recurrence run in that type;
+    /// the outputs come back as float32.
     pub fn forward_padded(
         &self,
         embedded: &Tensor,
         lengths: &[i64],
         train: bool,
+        low: Option<Kind>,
     ) -> (Tensor, Tensor) {
         let (batch, src_len) = (embedded.size()[0], embedded.size()[1]);
         assert_eq!(
@@ -263,15 +276,20 @@ impl Encoder {
         let last = Tensor::from_slice(&last).to_device(device);
         let flat_rows = |x: &Tensor| x.reshape([src_len * batch, -1]);
 
-        let mut x = embedded.transpose(0, 1).contiguous(); // [src_len, batch, in]
-        let h0 = Tensor::zeros([1, batch, self.hidden], (Kind::Float, device));
+        let kind = low.unwrap_or(Kind::Float);
+        let params: Vec<Tensor> = match low {
+            Some(k) => self.params.iter().map(|p| p.to_kind(k)).collect(),
+            None => self.params.iter().map(Tensor::shallow_clone).collect(),
+        };
+        // [src_len, batch, in]
+        let mut x = embedded.transpose(0, 1).to_kind(kind).contiguous();
+        let h0 = Tensor::zeros([1, batch, self.hidden], (kind, device));
         let c0 = h0.zeros_like();
         let mut finals = None;
         for layer in 0..self.layers as usize {
             let mut outs = Vec::with_capacity(2);
             for dir in 0..2 {
-                let params: Vec<&Tensor> =
-                    self.params[(2 * layer + dir) * 4..][..4].iter().collect();
+                let params: Vec<&Tensor> = params[(2 * layer + dir) * 4..][..4].iter().collect();
                 let input = if dir == 0 {
                     x.shallow_clone()
                 } else {
@@ -293,13 +311,16 @@ impl Encoder {
             if top {
                 // Left to right ends at len - 1; right to left ends at position 0, which is
                 // row len - 1 of its reversed run.
-                finals = Some(Tensor::cat(
-                    &[
-                        flat_rows(&outs[0]).index_select(0, &last),
-                        flat_rows(&outs[1]).index_select(0, &last),
-                    ],
-                    1,
-                ));
+                finals = Some(
+                    Tensor::cat(
+                        &[
+                            flat_rows(&outs[0]).index_select(0, &last),
+                            flat_rows(&outs[1]).index_select(0, &last),
+                        ],
+                        1,
+                    )
+                    .to_kind(Kind::Float),
+                );
             }
             let backward = flat_rows(&outs[1])
                 .index_select(0, &reverse)
@@ -313,7 +334,7 @@ impl Encoder {
             .transpose(0, 1)
             .unsqueeze(2)
             .to_kind(Kind::Float);
-        let states = (x * mask).transpose(0, 1).contiguous();
+        let states = (x.to_kind(Kind::Float) * mask).transpose(0, 1).contiguous();
         (states, finals.expect("the encoder has at least one layer"))
     }
 }
@@ -356,7 +377,7 @@ mod tests {
             let run = |padded: bool| {
                 let x = x0.copy().set_requires_grad(true);
                 let (states, finals) = if padded {
-                    enc.forward_padded(&x, &lengths, true)
+                    enc.forward_padded(&x, &lengths, true, None)
                 } else {
                     enc.forward_packed(&x, &lengths, true)
                 };
@@ -383,6 +404,18 @@ mod tests {
                     "{cell:?} weight gradients differ"
                 );
             }
+            // In bfloat16 (the CPU's --precision bf16) the same within bfloat16 rounding,
+            // float32 outputs, gradients reaching the float32 weights.
+            let x = x0.copy().set_requires_grad(true);
+            let (s3, f3) = enc.forward_padded(&x, &lengths, true, Some(Kind::BFloat16));
+            assert_eq!((s3.kind(), f3.kind()), (Kind::Float, Kind::Float));
+            assert!(max_diff(&s1, &s3) < 3e-2, "{cell:?} bf16 states differ");
+            assert!(
+                max_diff(&f1, &f3) < 3e-2,
+                "{cell:?} bf16 final states differ"
+            );
+            s3.sum(Kind::Float).backward();
+            assert!(enc.params.iter().all(|p| p.grad().kind() == Kind::Float));
             // Padding is zero: sentence 2 has one token.
             assert_eq!(
                 s2.get(2)

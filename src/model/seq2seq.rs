@@ -39,6 +39,9 @@ pub struct Seq2Seq {
     /// The fused output layer and loss ([`super::output_loss`]) in [`Seq2Seq::loss`]; on by
     /// default, off with `train.fused_loss = false` (the plain autograd path).
     fused_loss: bool,
+    /// `Some(BFloat16)`: the encoder and the output layer multiply in bfloat16
+    /// ([`Seq2Seq::set_low_precision`]); `None`: float32 (the default).
+    low_precision: Option<Kind>,
 }
 
 impl Seq2Seq {
@@ -74,7 +77,19 @@ impl Seq2Seq {
             decoder,
             emb_dropout: config.emb_dropout,
             fused_loss: true,
+            low_precision: None,
         }
+    }
+
+    /// Runs the encoder's RNN and the output layer's matrix products in `kind` (bfloat16):
+    /// the CPU's `--precision bf16`, where oneDNN runs them on bfloat16 instructions (AMX
+    /// tiles where present). The weights, gradients and everything else stay float32: the
+    /// weights are cast at each use and their gradients flow back through the cast. Only
+    /// these two parts, because on the profiled CPU they are the ones that gain; the decoder
+    /// RNN and attention were slower in bfloat16 (README, Speed). `None` (the default):
+    /// float32 throughout. On CUDA, `--precision bf16` uses autocast instead.
+    pub fn set_low_precision(&mut self, kind: Option<Kind>) {
+        self.low_precision = kind;
     }
 
     /// Chooses the fused output layer and loss (`true`, the default) or the plain autograd
@@ -114,7 +129,9 @@ impl Seq2Seq {
     /// Encodes `src [batch, src_len]` (int64, `<pad>`-padded) with true `lengths`.
     pub fn encode(&self, src: &Tensor, lengths: &[i64], train: bool) -> EncoderOutput {
         let emb = self.src_embed.forward(src).dropout(self.emb_dropout, train);
-        let (states, final_state) = self.encoder.forward(&emb, lengths, train);
+        let (states, final_state) = self
+            .encoder
+            .forward(&emb, lengths, train, self.low_precision);
         let mask = length_mask(lengths, src.size()[1], src.device());
         let keys = self.decoder.attention_keys(&states);
         let step_cache = self.decoder.prepare(&final_state);
@@ -231,6 +248,10 @@ impl Seq2Seq {
         let gold = gold.index_select(0, &keep);
         let tokens = keep.size()[0];
         if self.fused_loss {
+            let att = match self.low_precision {
+                Some(k) => att.to_kind(k),
+                None => att,
+            };
             let out = self.decoder.output_loss(&att, &gold, eps, train);
             return Loss {
                 loss: out.loss,
