@@ -38,7 +38,8 @@ pub struct Translator {
     /// `decode.attention` fills [`Translation::attention`].
     pub decode: DecodeConfig,
     pub device: Device,
-    /// Autocast for decoding (`--precision`); check it with [`Precision::check`] first.
+    /// Autocast for decoding (`--precision`); set it with [`Translator::set_precision`],
+    /// which also sets the models' own bfloat16 parts on the CPU.
     pub precision: Precision,
 }
 
@@ -99,6 +100,20 @@ impl Translator {
         std::iter::once(&self.loaded)
             .chain(&self.members)
             .any(|m| m.model.has_attention())
+    }
+
+    /// Decodes with `precision` (resolved for the device; check it with
+    /// [`Precision::check`] first): CUDA autocast for `bf16` there; on the CPU, `bf16` runs
+    /// every model's encoder and output layer in bfloat16
+    /// ([`crate::model::Seq2Seq::set_low_precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        let precision = precision.resolved(self.device);
+        self.precision = precision;
+        let low = precision.low_precision(self.device);
+        self.loaded.model.set_low_precision(low);
+        for m in &mut self.members {
+            m.model.set_low_precision(low);
+        }
     }
 
     /// Decodes subword sources with the model or the ensemble.

@@ -124,7 +124,7 @@ fn run(mut a: Args) -> Result<()> {
         ..a.decode.clone()
     };
     let mut translator = Translator::load_ensemble(&a.model, device, decode)?;
-    translator.precision = a.dev.precision;
+    translator.set_precision(a.dev.precision);
     if translator.decode.attention && !translator.has_attention() {
         return Err(rnmt::error::Error::NoAttention)
             .with_context(|| format!("--attention: {}", a.model[0].display()));

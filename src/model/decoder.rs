@@ -9,7 +9,7 @@
 //! [`Decoder::step`] is the one step function: training calls it with the embedding part of
 //! the first layer's input projection precomputed for all steps (see [`Decoder::embed_proj`]);
 //! search calls it through [`crate::model::Seq2Seq::step`] one token at a time.
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::attention::Attention;
 use super::cell::RecurrentLayer;
@@ -391,6 +391,33 @@ impl Decoder {
             gold,
             eps,
         )
+    }
+
+    /// [`Decoder::logits`] without dropout, the product in `kind` (bfloat16, the CPU's
+    /// `--precision bf16`), float32 scores. `att_vector [rows, hidden]`; the rows are padded
+    /// to a multiple of 64 so that a beam whose row count shrinks step by step meets only a
+    /// few shapes (oneDNN compiles a kernel per shape).
+    pub fn logits_low(&self, att_vector: &Tensor, kind: Kind) -> Tensor {
+        let (rows, hidden) = (att_vector.size()[0], att_vector.size()[1]);
+        let padded = (rows + 63) / 64 * 64;
+        let x = att_vector.to_kind(kind);
+        let x = if padded > rows {
+            Tensor::cat(
+                &[
+                    &x,
+                    &x.new_zeros([padded - rows, hidden], (kind, x.device())),
+                ],
+                0,
+            )
+        } else {
+            x
+        };
+        let w = self.output.weight.to_kind(kind);
+        let z = x.mm(&w.tr()).narrow(0, 0, rows).to_kind(Kind::Float);
+        match &self.output.bias {
+            Some(b) => z + b,
+            None => z,
+        }
     }
 
     /// Word scores from attentional vectors: `[.., hidden]` to `[.., tgt_vocab]`.

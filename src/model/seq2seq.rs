@@ -169,11 +169,11 @@ impl Seq2Seq {
     ) -> (Tensor, DecoderState) {
         let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
         let next = self.decoder.step(&emb_proj, state, enc, false);
-        let log_probs = self
-            .decoder
-            .logits(&next.att_vector, false)
-            .log_softmax(-1, Kind::Float);
-        (log_probs, next)
+        let logits = match self.low_precision {
+            Some(k) => self.decoder.logits_low(&next.att_vector, k),
+            None => self.decoder.logits(&next.att_vector, false),
+        };
+        (logits.log_softmax(-1, Kind::Float), next)
     }
 
     /// Runs the decoder over `tgt_in [batch, tgt_len]`, feeding the gold previous token with

@@ -86,7 +86,7 @@ impl Worker {
                     Translator::load(&config.dir, config.device, config.decode.clone()).and_then(
                         |mut t| {
                             config.precision.check(config.device)?;
-                            t.precision = config.precision;
+                            t.set_precision(config.precision);
                             Ok(t)
                         },
                     );
