@@ -243,9 +243,9 @@ impl StepModel for Timed<'_> {
 }
 
 /// GFLOP/s of `[m, k] x [k, n]` in float32.
-fn gemm_gflops(m: i64, k: i64, n: i64, device: Device) -> f64 {
-    let a = Tensor::randn([m, k], (Kind::Float, device));
-    let b = Tensor::randn([k, n], (Kind::Float, device));
+fn gemm_gflops(m: i64, k: i64, n: i64, device: Device, kind: Kind) -> f64 {
+    let a = Tensor::randn([m, k], (Kind::Float, device)).to_kind(kind);
+    let b = Tensor::randn([k, n], (Kind::Float, device)).to_kind(kind);
     for _ in 0..3 {
         let _ = a.mm(&b);
     }
@@ -471,24 +471,35 @@ fn main() {
     laps.print(20.0, "ms");
 
     // Peak.
-    println!("\n## Matrix products (libtorch float32)\n\n| shape | GFLOP/s |\n|---|---|");
-    let peak = gemm_gflops(2048, 2048, 2048, device);
-    println!("| 2048 x 2048 x 2048 | {peak:.1} |");
+    let bf16 = device.is_cuda() || rnmt::precision::cpu_has_bf16();
+    println!(
+        "\n## Matrix products (libtorch)\n\n| shape | float32 GFLOP/s | bfloat16 GFLOP/s |\n|---|---|---|"
+    );
+    let gemm = |a: i64, b: i64, c: i64| {
+        let low = if bf16 {
+            format!("{:.1}", gemm_gflops(a, b, c, device, Kind::BFloat16))
+        } else {
+            "(no bfloat16 instructions)".to_string()
+        };
+        (gemm_gflops(a, b, c, device, Kind::Float), low)
+    };
+    let (peak, peak_low) = gemm(2048, 2048, 2048);
+    println!("| 2048 x 2048 x 2048 | {peak:.1} | {peak_low} |");
     let vv = m.tgt_vocab as i64;
     let hh = m.decoder.hidden as i64;
+    let he = m.encoder.hidden as i64;
     for (a, b, c, what) in [
         (2000, hh, vv, "output layer forward"),
         (vv, 2000, hh, "output layer weight gradient"),
         (2000, vv, hh, "output layer input gradient"),
         (rows, hh, vv, "output layer, one beam step"),
+        (83, he, 4 * he, "one encoder LSTM step"),
     ] {
-        println!(
-            "| {a} x {b} x {c} ({what}) | {:.1} |",
-            gemm_gflops(a, b, c, device)
-        );
+        let (f, l) = gemm(a, b, c);
+        println!("| {a} x {b} x {c} ({what}) | {f:.1} | {l} |");
     }
     println!(
-        "\nTraining reaches {:.0}% of the square-matrix peak ({:.1} of {peak:.1} GFLOP/s).",
+        "\nTraining reaches {:.0}% of the float32 square-matrix peak ({:.1} of {peak:.1} GFLOP/s).",
         100.0 * flop_per_tgt * tok_s / 1e9 / peak,
         flop_per_tgt * tok_s / 1e9
     );

@@ -808,7 +808,9 @@ impl<'a> Trainer<'a> {
             v.ppl,
             v.bleu,
             if improved { " (best, saved)" } else { "" },
-            self.state.schedule.lr
+            // The rate of the last update (warm-up and budgeted decay included), as the step
+            // lines show it; the plateau peak is in `last/state.json`.
+            self.opt.config.lr
         );
         match bar {
             Some(bar) => bar.println(line),
