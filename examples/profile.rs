@@ -137,7 +137,7 @@ fn timed_update(
         mask: enc.mask.shallow_clone(),
         final_state: final_state.shallow_clone(),
         keys: keys.as_ref().map(Tensor::shallow_clone),
-        step_cache: model.decoder().prepare(&final_state),
+        step_cache: model.decoder().prepare(&final_state, None),
     };
     let mut top = None;
     fwd(&mut || {

@@ -16,7 +16,7 @@ use super::cell::RecurrentLayer;
 use super::encoder::EncoderOutput;
 use super::flat::{self, RnnShape};
 use super::linear::Linear;
-use super::output_loss::{fused_output_loss, OutputLoss};
+use super::output_loss::{fused_output_loss, pad_rows, OutputLoss};
 use crate::config::{AttentionType, CellType, DecoderConfig};
 
 /// The recurrent state between steps.
@@ -40,6 +40,7 @@ impl StepCache {
         StepCache {
             feed_weight: self.feed_weight.shallow_clone(),
             context_proj: self.context_proj.as_ref().map(|c| c.index_select(0, index)),
+            output_weight_low: self.output_weight_low.as_ref().map(Tensor::shallow_clone),
         }
     }
 }
@@ -69,6 +70,9 @@ pub struct StepCache {
     feed_weight: Tensor,
     /// The fixed context's share of the first layer's input projection, `[batch, gates * hidden]`.
     context_proj: Option<Tensor>,
+    /// The output layer's weight cast once per batch for [`Decoder::step_logits`]
+    /// (`[tgt_vocab, hidden]`, bfloat16), when decoding in low precision.
+    output_weight_low: Option<Tensor>,
 }
 
 /// What is fed besides the embedding at every step.
@@ -200,13 +204,14 @@ impl Decoder {
     /// context of Cho et al., its projection.
     ///
     /// * `final_state`: the context vector `[batch, context_dim]`
-    pub fn prepare(&self, final_state: &Tensor) -> StepCache {
+    pub fn prepare(&self, final_state: &Tensor, low: Option<Kind>) -> StepCache {
         let feed_weight = self.layers[0].w_ih.narrow(1, self.emb_dim, self.feed_dim);
         let context_proj =
             (self.feed == Feed::Context).then(|| final_state.matmul(&feed_weight.tr()));
         StepCache {
             feed_weight,
             context_proj,
+            output_weight_low: low.map(|k| self.output.weight.detach().to_kind(k)),
         }
     }
 
@@ -393,26 +398,17 @@ impl Decoder {
         )
     }
 
-    /// [`Decoder::logits`] without dropout, the product in `kind` (bfloat16, the CPU's
-    /// `--precision bf16`), float32 scores. `att_vector [rows, hidden]`; the rows are padded
-    /// to a multiple of 64 so that a beam whose row count shrinks step by step meets only a
-    /// few shapes (oneDNN compiles a kernel per shape).
-    pub fn logits_low(&self, att_vector: &Tensor, kind: Kind) -> Tensor {
-        let (rows, hidden) = (att_vector.size()[0], att_vector.size()[1]);
-        let padded = (rows + 63) / 64 * 64;
-        let x = att_vector.to_kind(kind);
-        let x = if padded > rows {
-            Tensor::cat(
-                &[
-                    &x,
-                    &x.new_zeros([padded - rows, hidden], (kind, x.device())),
-                ],
-                0,
-            )
-        } else {
-            x
+    /// [`Decoder::logits`] without dropout, the product in the type of `cache`'s
+    /// low-precision output weight ([`Decoder::prepare`] with `low`; bfloat16, the CPU's
+    /// `--precision bf16`), float32 scores; float32 throughout without it.
+    /// `att_vector [rows, hidden]`; the rows are padded to a multiple of 64 so that a beam
+    /// whose row count shrinks step by step meets only a few shapes.
+    pub fn step_logits(&self, att_vector: &Tensor, cache: &StepCache) -> Tensor {
+        let Some(w) = &cache.output_weight_low else {
+            return self.logits(att_vector, false);
         };
-        let w = self.output.weight.to_kind(kind);
+        let rows = att_vector.size()[0];
+        let x = pad_rows(&att_vector.to_kind(w.kind()), 64);
         let z = x.mm(&w.tr()).narrow(0, 0, rows).to_kind(Kind::Float);
         match &self.output.bias {
             Some(b) => z + b,

@@ -130,7 +130,6 @@ impl Encoder {
     ///
     /// * `embedded`: `[batch, src_len, emb]`
     /// * `lengths`: true lengths, each in `1..=src_len`
-    ///
     /// * `low`: run the RNN in this type (bfloat16), on the CPU path only
     ///
     /// Returns `(states [batch, src_len, 2*hidden], final_state [batch, 2*hidden])`, float32.

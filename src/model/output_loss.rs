@@ -38,6 +38,18 @@ pub struct OutputLoss {
     pub nll: Tensor,
 }
 
+/// `x [n, d]` with zero rows appended up to the next multiple of `multiple`: so that oneDNN,
+/// which compiles a kernel for every new matrix shape, meets only a few shapes.
+pub fn pad_rows(x: &Tensor, multiple: i64) -> Tensor {
+    let n = x.size()[0];
+    let padded = (n + multiple - 1) / multiple * multiple;
+    if padded == n {
+        return x.shallow_clone();
+    }
+    let zeros = x.new_zeros([padded - n, x.size()[1]], (x.kind(), x.device()));
+    Tensor::cat(&[x, &zeros], 0)
+}
+
 /// Fused output layer and label-smoothed cross-entropy.
 ///
 /// * `x`: `[n, hidden]` (dropout already applied), float32
@@ -93,21 +105,7 @@ pub fn fused_output_loss(
         // and dW comes from one product over all rows at the end (a few shapes: the padded
         // row counts), rounded once.
         let (xd, chunk_rows) = match low {
-            Some(_) => {
-                let padded = (n + rows - 1) / rows * rows;
-                let xp = if padded == n {
-                    xd
-                } else {
-                    Tensor::cat(
-                        &[
-                            &xd,
-                            &xd.new_zeros([padded - n, hidden], (x.kind(), x.device())),
-                        ],
-                        0,
-                    )
-                };
-                (xp, rows)
-            }
+            Some(_) => (pad_rows(&xd, rows), rows),
             None => (xd, 0),
         };
         let dz_all = (low.is_some() && grads.is_some())
@@ -197,6 +195,15 @@ mod tests {
         t.set_requires_grad(true)
     }
 
+    /// `x [n, h]`, `W [v, h]`, `b [v]` and gold ids `[n]`, drawn from the current seed.
+    fn random_inputs(n: i64, h: i64, v: i64) -> (Tensor, Tensor, Tensor, Tensor) {
+        let x = Tensor::randn([n, h], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([v, h], (Kind::Float, Device::Cpu)) * 0.3;
+        let b = Tensor::randn([v], (Kind::Float, Device::Cpu));
+        let gold = Tensor::randint(v, [n], (Kind::Int64, Device::Cpu));
+        (x, w, b, gold)
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
     }
@@ -208,10 +215,7 @@ mod tests {
         tch::manual_seed(3);
         let (n, h, v) = (700, 24, 5000); // 209 rows per chunk: 4 chunks
         for (eps, with_bias) in [(0.1, true), (0.0, true), (0.3, false)] {
-            let x0 = Tensor::randn([n, h], (Kind::Float, Device::Cpu));
-            let w0 = Tensor::randn([v, h], (Kind::Float, Device::Cpu)) * 0.3;
-            let b0 = Tensor::randn([v], (Kind::Float, Device::Cpu));
-            let gold = Tensor::randint(v, [n], (Kind::Int64, Device::Cpu));
+            let (x0, w0, b0, gold) = random_inputs(n, h, v);
             let run = |fused: bool| {
                 let (x, w, b) = (leaf(x0.copy()), leaf(w0.copy()), leaf(b0.copy()));
                 let b_opt = with_bias.then_some(&b);
@@ -249,10 +253,7 @@ mod tests {
     fn bfloat16_matches_the_float32_path_within_rounding() {
         tch::manual_seed(4);
         let (n, h, v) = (700, 24, 5000);
-        let x0 = Tensor::randn([n, h], (Kind::Float, Device::Cpu));
-        let w0 = Tensor::randn([v, h], (Kind::Float, Device::Cpu)) * 0.3;
-        let b0 = Tensor::randn([v], (Kind::Float, Device::Cpu));
-        let gold = Tensor::randint(v, [n], (Kind::Int64, Device::Cpu));
+        let (x0, w0, b0, gold) = random_inputs(n, h, v);
         let run = |low: bool| {
             let (x, w, b) = (leaf(x0.copy()), leaf(w0.copy()), leaf(b0.copy()));
             let xin = if low {

@@ -134,7 +134,10 @@ impl Seq2Seq {
             .forward(&emb, lengths, train, self.low_precision);
         let mask = length_mask(lengths, src.size()[1], src.device());
         let keys = self.decoder.attention_keys(&states);
-        let step_cache = self.decoder.prepare(&final_state);
+        // The output weight in low precision only for inference: training's loss casts it
+        // itself, with its gradient.
+        let low = self.low_precision.filter(|_| !train);
+        let step_cache = self.decoder.prepare(&final_state, low);
         EncoderOutput {
             states,
             mask,
@@ -169,10 +172,7 @@ impl Seq2Seq {
     ) -> (Tensor, DecoderState) {
         let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
         let next = self.decoder.step(&emb_proj, state, enc, false);
-        let logits = match self.low_precision {
-            Some(k) => self.decoder.logits_low(&next.att_vector, k),
-            None => self.decoder.logits(&next.att_vector, false),
-        };
+        let logits = self.decoder.step_logits(&next.att_vector, &enc.step_cache);
         (logits.log_softmax(-1, Kind::Float), next)
     }
 
