@@ -288,9 +288,10 @@ impl ProcessGroup {
     fn result(&self, message: *mut c_char, what: &str) -> Result<()> {
         match check(message, &format!("{what} (rank {})", self.rank)) {
             Ok(()) => Ok(()),
-            // Gloo's own timeout ("Application timeout caused pair closure") or the wait's.
+            // Gloo's own timeout ("Application timeout caused pair closure", "Timed out
+            // waiting 5000ms for recv operation to complete") or the wait's.
             Err(Error::Distributed(text))
-                if text.contains("timed out") || text.contains("timeout") =>
+                if text.to_lowercase().contains("timed out") || text.contains("timeout") =>
             {
                 self.broken.set(true);
                 Err(Error::Distributed(format!(
