@@ -106,6 +106,66 @@ fn every_bundled_sentence_round_trips_exactly() {
 }
 
 #[test]
+fn the_fast_encoder_gives_the_library_ids_on_every_bundled_sentence() {
+    let (_, tok) = lohelp();
+    assert!(
+        tok.has_fast_path(),
+        "rnmt's own tokenizers take the fast path"
+    );
+    let mut sides = 0;
+    for name in CORPORA {
+        for pair in read(name) {
+            for text in [&pair.src, &pair.tgt] {
+                assert_eq!(
+                    tok.encode(text).unwrap(),
+                    tok.encode_with_library(text).unwrap(),
+                    "{name}:{}: {text:?}",
+                    pair.line
+                );
+                sides += 1;
+            }
+        }
+    }
+    assert_eq!(sides, 2 * (30265 + 1058 + 2019 + 28236 + 1001 + 1504));
+    // Text the corpora lack: runs of white space of every kind, contractions, numbers of
+    // other scripts, combining marks, control characters, special tokens' spellings.
+    for text in [
+        "",
+        "   ",
+        "a  b\t\t c \n",
+        "He's, they'll; we'd 'VE 're'm",
+        "e\u{301}t\u{e9} ²Ⅻ٣ 日本語 😀😀",
+        "\u{a0}\u{a0}x\u{85}\u{2028} \u{0}\u{7f}",
+        "<s> literal </s> <pad> <unk>",
+    ] {
+        assert_eq!(
+            tok.encode(text).unwrap(),
+            tok.encode_with_library(text).unwrap(),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tokenizer_file_of_another_layout_takes_the_library_path() {
+    let (_, tok) = lohelp();
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    tok.save(&path).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    json["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    fs::write(&path, json.to_string()).unwrap();
+    let lower = SubwordTokenizer::load(&path).unwrap();
+    assert!(!lower.has_fast_path());
+    assert_eq!(
+        lower.encode("The CAT").unwrap(),
+        tok.encode("the cat").unwrap(),
+        "the file's normalizer applies"
+    );
+}
+
+#[test]
 fn special_tokens_have_fixed_ids_and_are_not_produced_from_text() {
     let (_, tok) = lohelp();
     assert_eq!((PAD_ID, UNK_ID, BOS_ID, EOS_ID), (0, 1, 2, 3));

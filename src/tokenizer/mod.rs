@@ -31,6 +31,8 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::corpus::Pair;
 
+pub mod fast;
+
 /// Id of the padding token `<pad>`.
 pub const PAD_ID: u32 = 0;
 /// Id of the unknown token `<unk>`.
@@ -242,6 +244,8 @@ pub struct SubwordTokenizer {
     inner: Tokenizer,
     /// Cached: `Tokenizer::get_vocab_size(true)` rebuilds the whole vocabulary map.
     vocab_size: usize,
+    /// The encoder without the library's pipeline, for rnmt's own layout ([`fast`]).
+    fast: Option<fast::FastPath>,
 }
 
 impl SubwordTokenizer {
@@ -300,7 +304,12 @@ impl SubwordTokenizer {
         }
         // A literal "<s>" in the input is text, not a control token.
         inner.set_encode_special_tokens(true);
-        Ok(SubwordTokenizer { inner, vocab_size })
+        let fast = fast::FastPath::of(&inner);
+        Ok(SubwordTokenizer {
+            inner,
+            vocab_size,
+            fast,
+        })
     }
 
     /// Saves as `tokenizer.json`-format JSON, atomically (writes `PATH.tmp`, then renames).
@@ -377,6 +386,23 @@ impl SubwordTokenizer {
     /// not make the text longer than [`MAX_NORMALIZED_BYTES`] (an error, never unbounded
     /// memory; rnmt's own tokenizers have no normalizer).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        match &self.fast {
+            Some(f) => f
+                .encode(&self.inner, text)
+                .map_err(|e| TokenizerError::Encode(one_line(e))),
+            None => self.encode_with_library(text),
+        }
+    }
+
+    /// Whether [`SubwordTokenizer::encode`] takes the fast path ([`fast`]); else the
+    /// library's pipeline.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// [`SubwordTokenizer::encode`] through the `tokenizers` pipeline (what the fast path
+    /// must equal).
+    pub fn encode_with_library(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         if let Some(n) = self.inner.get_normalizer() {
             use tokenizers::Normalizer;
             let mut normalized = tokenizers::NormalizedString::from(text);
