@@ -71,6 +71,53 @@ fn batch_size_does_not_change_translations() {
     assert_eq!(without_scores, stdout(&a));
 }
 
+/// Lines ordered by length within a window, and batches on several workers, change neither
+/// the translations nor their order.
+#[test]
+fn length_windows_and_workers_do_not_change_translations() {
+    let input: String = head("lohelp.en-fr.test.tsv", 60)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i % 9 {
+            4 => "\n".to_string(), // empty lines among them
+            _ => format!("{}\n", l.split('\t').next().unwrap()),
+        })
+        .collect();
+    let plain = translate(
+        &[
+            "--beam",
+            "3",
+            "--workers",
+            "1",
+            "--window",
+            "1",
+            "--batch-size",
+            "4",
+        ],
+        input.as_bytes(),
+    );
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(stdout(&plain).lines().count(), 60);
+    for args in [
+        ["--workers", "1", "--window", "1000"],
+        ["--workers", "3", "--window", "1"],
+        ["--workers", "3", "--window", "17"],
+    ] {
+        let mut all = vec!["--beam", "3", "--batch-size", "4", "--scores"];
+        all.extend(args);
+        let o = translate(&all, input.as_bytes());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let text: String = stdout(&o)
+            .lines()
+            .map(|l| format!("{}\n", l.split_once('\t').unwrap().1))
+            .collect();
+        assert_eq!(text, stdout(&plain), "{args:?}");
+    }
+    let zero = translate(&["--workers", "0"], b"a\n");
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--workers"), "{}", stderr(&zero));
+}
+
 #[test]
 fn streams_line_by_line() {
     let mut child = spawn_translate(model(), &[]);

@@ -49,6 +49,14 @@ struct Args {
     /// Most sentences translated together.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Lines ordered by length together before they are cut into batches (default: eight
+    /// batches per worker; 1 keeps the input order). Output is always in input order.
+    #[arg(long, value_name = "LINES")]
+    window: Option<usize>,
+    /// Batches translated at the same time, each by its own copy of the model (default: on a
+    /// CPU one per libtorch thread (--threads), each worker then using one thread; on CUDA 1).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Replace invalid UTF-8 with U+FFFD (warning on stderr) instead of stopping.
     #[arg(long)]
     lossy_utf8: bool,
@@ -123,15 +131,38 @@ fn run(mut a: Args) -> Result<()> {
         attention: a.attention.is_some() || a.attention_svg.is_some(),
         ..a.decode.clone()
     };
-    let mut translator = Translator::load_ensemble(&a.model, device, decode)?;
-    translator.set_precision(a.dev.precision);
+    let threads = tch::get_num_threads().max(1) as usize;
+    let workers = match a.workers {
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(n) => n,
+        None if device == tch::Device::Cpu => threads,
+        None => 1,
+    };
+    // One copy of the model per worker, loaded side by side.
+    let translators: Vec<Translator> = std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..workers)
+            .map(|_| {
+                let (models, decode) = (&a.model, decode.clone());
+                scope.spawn(move || Translator::load_ensemble(models, device, decode))
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|h| h.join().expect("a model load panicked"))
+            .collect::<rnmt::error::Result<Vec<_>>>()
+    })?;
+    let mut translators = translators;
+    for t in &mut translators {
+        t.set_precision(a.dev.precision);
+    }
+    let translator = &translators[0];
     if translator.decode.attention && !translator.has_attention() {
         return Err(rnmt::error::Error::NoAttention)
             .with_context(|| format!("--attention: {}", a.model[0].display()));
     }
     if a.verbose {
         eprintln!(
-            "rnmt-translate: {} loaded in {:.2}s on {} ({})",
+            "rnmt-translate: {} loaded in {:.2}s on {} ({}); {workers} worker(s)",
             if a.model.len() > 1 {
                 format!("ensemble of {} models", a.model.len())
             } else {
@@ -139,7 +170,7 @@ fn run(mut a: Args) -> Result<()> {
             },
             start.elapsed().as_secs_f64(),
             describe(device),
-            a.dev.precision
+            translator.precision
         );
     }
     if let Some(dir) = &a.attention_svg {
@@ -154,12 +185,14 @@ fn run(mut a: Args) -> Result<()> {
         svg_dir: a.attention_svg.clone(),
     };
     let mut each = |line: usize, tr: &Translation| sinks.write(line, tr);
-    let opts = StreamOptions {
-        batch_size: a.batch_size,
-        lossy_utf8: a.lossy_utf8,
-        n_best: a.n_best.is_some(),
-        scores: a.scores,
-    };
+    let mut opts = StreamOptions::new(a.batch_size, workers);
+    if let Some(w) = a.window {
+        opts.window = w;
+    }
+    opts.worker_threads = (device == tch::Device::Cpu).then(|| (threads / workers).max(1));
+    opts.lossy_utf8 = a.lossy_utf8;
+    opts.n_best = a.n_best.is_some();
+    opts.scores = a.scores;
     let mut file = match &a.output {
         Some(p) => Some(AtomicFile::create(p)?),
         None => None,
@@ -174,7 +207,7 @@ fn run(mut a: Args) -> Result<()> {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
             stream_with(
-                &translator,
+                translators,
                 BufReader::new(f),
                 &p.display().to_string(),
                 out,
@@ -183,7 +216,7 @@ fn run(mut a: Args) -> Result<()> {
             )?
         }
         None => stream_with(
-            &translator,
+            translators,
             BufReader::new(std::io::stdin()),
             "<stdin>",
             out,

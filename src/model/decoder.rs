@@ -409,11 +409,11 @@ impl Decoder {
         };
         let rows = att_vector.size()[0];
         let x = pad_rows(&att_vector.to_kind(w.kind()), 64);
-        let z = x.mm(&w.tr()).narrow(0, 0, rows).to_kind(Kind::Float);
-        match &self.output.bias {
-            Some(b) => z + b,
-            None => z,
+        let mut z = x.mm(&w.tr()).narrow(0, 0, rows).to_kind(Kind::Float);
+        if let Some(b) = &self.output.bias {
+            let _ = z.g_add_(b); // in place: a [rows, vocab] pass fewer per step
         }
+        z
     }
 
     /// Word scores from attentional vectors: `[.., hidden]` to `[.., tgt_vocab]`.

@@ -17,9 +17,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
-use super::{
-    apply_length_rules, encode_sources, host, length_penalty, step_recording, Hypothesis, StepModel,
-};
+use super::candidates;
+use super::{encode_sources, length_penalty, step_recording, Hypothesis, StepModel};
 use crate::config::{BeamStop, DecodeConfig};
 use crate::error::{Error, Result};
 use crate::tokenizer::{BOS_ID, EOS_ID};
@@ -53,24 +52,21 @@ pub fn beam_search<M: StepModel + ?Sized>(
     let first: Vec<f32> = (0..n * k)
         .map(|r| if r % k == 0 { 0.0 } else { f32::NEG_INFINITY })
         .collect();
-    let mut scores = Tensor::from_slice(&first).to_device(device);
+    // The beams' accumulated log-probabilities, on the host.
+    let mut scores = first;
     let mut prev = Tensor::full([(n * k) as i64], BOS_ID as i64, (Kind::Int64, device));
     let mut active: Vec<usize> = (0..n).collect();
     let mut histories: Vec<Vec<u32>> = vec![Vec::new(); n * k];
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); n];
     let mut t = 0;
     while !active.is_empty() {
-        let (mut log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
-        let vocab = log_probs.size()[1];
+        let (step_scores, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let row_bounds: Vec<usize> = active
             .iter()
             .flat_map(|&s| std::iter::repeat_n(bounds[s], k))
             .collect();
-        apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
-        let cand = (scores.unsqueeze(1) + log_probs).view([active.len() as i64, k as i64 * vocab]);
-        let (top_scores, top_idx) = cand.topk(2 * k as i64, 1, true, true);
-        let host_scores: Vec<f32> = host(&top_scores, "beam scores")?;
-        let host_idx: Vec<i64> = host(&top_idx, "beam candidates")?;
+        let (host_scores, host_idx, vocab) =
+            candidates::rank(step_scores, &scores, k, t, cfg.min_len, &row_bounds)?;
         // Log-probabilities are <= 0, so -inf (a banned token) is the only non-finite value a
         // sound model gives; NaN sorts above every number in topk and would never end.
         if host_scores
@@ -178,7 +174,7 @@ pub fn beam_search<M: StepModel + ?Sized>(
             enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
         }
         prev = Tensor::from_slice(&next_tokens).to_device(device);
-        scores = Tensor::from_slice(&next_scores).to_device(device);
+        scores = next_scores;
         histories = next_histories;
         active = still_active;
     }

@@ -2,9 +2,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::alignment::AttentionHistory;
-use super::{
-    apply_length_rules, encode_sources, host, length_penalty, step_recording, Hypothesis, StepModel,
-};
+use super::candidates;
+use super::{encode_sources, length_penalty, step_recording, Hypothesis, StepModel};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
 use crate::tokenizer::{BOS_ID, EOS_ID};
@@ -27,23 +26,25 @@ pub fn greedy_search<M: StepModel + ?Sized>(
     let mut active: Vec<usize> = (0..n).collect();
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut done: Vec<Option<Hypothesis>> = vec![None; n];
-    let mut scores = Tensor::zeros([n as i64], (Kind::Float, device));
+    // Each row's accumulated log-probability, on the host.
+    let mut scores = vec![0.0f32; n];
     let mut prev = Tensor::full([n as i64], BOS_ID as i64, (Kind::Int64, device));
     let mut attention = cfg.attention.then(AttentionHistory::default);
     let mut t = 0;
     while !active.is_empty() {
-        let (mut log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
+        let (step_scores, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let row_bounds: Vec<usize> = active.iter().map(|&s| bounds[s]).collect();
-        apply_length_rules(&mut log_probs, t, cfg.min_len, &row_bounds);
-        // Rank `scores + log_probs`, the same float sums beam search ranks, and take the
-        // lowest token id among exact ties, as beam search does: beam 1 is exactly greedy.
-        let (best, choice) = (scores.unsqueeze(1) + log_probs).max_dim(1, false);
-        scores = best;
-        let host_choice: Vec<i64> = host(&choice, "greedy choices")?;
-        let host_scores: Vec<f32> = host(&scores, "greedy scores")?;
+        // Rank `scores + log_probs` as beam search does (the same candidates with one row per
+        // sentence, the lowest token id among exact ties): beam 1 is exactly greedy.
+        let (cand_scores, cand_idx, _) =
+            candidates::rank(step_scores, &scores, 1, t, cfg.min_len, &row_bounds)?;
+        let host_scores: Vec<f32> = cand_scores.iter().step_by(2).copied().collect();
+        let host_choice: Vec<i64> = cand_idx.iter().step_by(2).copied().collect();
         if host_scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::NonFiniteScores { step: t + 1 });
         }
+        scores = host_scores.clone();
+        let choice = Tensor::from_slice(&host_choice).to_device(device);
         let mut keep = Vec::with_capacity(active.len());
         for (r, &s) in active.iter().enumerate() {
             let tok = host_choice[r] as u32;
@@ -79,7 +80,7 @@ pub fn greedy_search<M: StepModel + ?Sized>(
                 h.select(&idx);
             }
             prev = choice.index_select(0, &idx);
-            scores = scores.index_select(0, &idx);
+            scores = keep.iter().map(|&r| scores[r as usize]).collect();
             active = keep.iter().map(|&r| active[r as usize]).collect();
         } else {
             active.clear();

@@ -1,25 +1,19 @@
-//! Translation of text lines with a trained model directory, and the line-faithful streaming
-//! loop behind `rnmt-translate`.
-//!
-//! Streaming: a reader thread reads input lines into a bounded queue; the translating loop
-//! blocks for one line, then takes whatever else is already queued (up to the batch size) and
-//! translates those together. Lines typed one at a time are each translated and flushed at
-//! once; lines piped in fast are batched. The queue bounds memory on endless input. Exactly
-//! one output line per input line, in order (with `n_best > 1`, exactly `n_best` lines).
+//! Translation of text lines with a trained model directory ([`Translator`]), and the
+//! line-faithful streaming loop behind `rnmt-translate` ([`stream`]).
 //!
 //! Memory stays bounded whatever the input: at most `max_line_bytes` of a line are kept (the
 //! rest is read and dropped, with a warning), and sources are cut to `max_input_tokens`.
-use std::io::{BufRead, Write};
+mod stream;
+
+pub use stream::{next_batch, stream, stream_with, StreamOptions, StreamStats};
+
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use tch::Device;
 
 use crate::alignment::Alignment;
 use crate::checkpoint::{load_model_dir, LoadedModel};
 use crate::config::DecodeConfig;
-use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::corpus::normalize;
 use crate::ensemble::Ensemble;
 use crate::error::{Error, Result};
@@ -218,199 +212,4 @@ fn check_same_vocabulary(
         return differs("text normalization (data.normalization)");
     }
     Ok(())
-}
-
-/// Options of the streaming loop.
-#[derive(Debug, Clone)]
-pub struct StreamOptions {
-    /// Most lines translated together.
-    pub batch_size: usize,
-    /// Replace invalid UTF-8 with U+FFFD (with a warning) instead of stopping.
-    pub lossy_utf8: bool,
-    /// Print `index<TAB>score<TAB>translation` for the `decode.n_best` best.
-    pub n_best: bool,
-    /// Print `score<TAB>translation` for 1-best output.
-    pub scores: bool,
-}
-
-/// Counts from a streaming run.
-#[derive(Debug, Default, Clone)]
-pub struct StreamStats {
-    pub lines: usize,
-    /// Subword tokens of the 1-best outputs.
-    pub tgt_tokens: usize,
-    pub first_output: Option<Duration>,
-    pub warnings: usize,
-}
-
-enum Item {
-    /// Line number, the bytes kept, the line's full length in bytes.
-    Line(usize, Vec<u8>, usize),
-    Failed(usize, std::io::Error),
-}
-
-/// Dynamic batching: waits for one item, then takes the items already queued while their
-/// total `weight` is under `max` (the last one taken may pass it). `None` once the channel is
-/// closed and empty. The batching of [`stream`] (one line each) and of `rnmt-serve`'s worker
-/// (a request's sentences each).
-pub fn next_batch<T>(
-    rx: &mpsc::Receiver<T>,
-    max: usize,
-    weight: impl Fn(&T) -> usize,
-) -> Option<Vec<T>> {
-    let first = rx.recv().ok()?;
-    let mut total = weight(&first);
-    let mut items = vec![first];
-    while total < max {
-        match rx.try_recv() {
-            Ok(item) => {
-                total += weight(&item);
-                items.push(item);
-            }
-            Err(_) => break,
-        }
-    }
-    Some(items)
-}
-
-/// Reads lines from `input` (named `input_name` in messages), writes translations to `out`,
-/// flushing after every batch. Warnings go to stderr. Stops at the first invalid UTF-8 line
-/// unless `lossy_utf8`; the lines before it are translated and written first.
-pub fn stream<R: BufRead + Send + 'static, W: Write + ?Sized>(
-    t: &Translator,
-    input: R,
-    input_name: &str,
-    out: &mut W,
-    opts: &StreamOptions,
-) -> Result<StreamStats> {
-    stream_with(t, input, input_name, out, opts, &mut |_, _| Ok(()))
-}
-
-/// [`stream`] that also hands every translation, with its 1-based input line number, to
-/// `each` (after it is written to `out`): where `rnmt-translate` writes attention files.
-pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
-    t: &Translator,
-    mut input: R,
-    input_name: &str,
-    out: &mut W,
-    opts: &StreamOptions,
-    each: &mut dyn FnMut(usize, &Translation) -> Result<()>,
-) -> Result<StreamStats> {
-    let start = Instant::now();
-    let batch_size = opts.batch_size.max(1);
-    let (tx, rx) = mpsc::sync_channel::<Item>(4 * batch_size);
-    let max_line_bytes = t.decode.max_line_bytes;
-    std::thread::spawn(move || {
-        let mut no = 0;
-        loop {
-            let mut buf = Vec::new();
-            no += 1;
-            match read_line_bounded(&mut input, &mut buf, max_line_bytes) {
-                Ok(None) => break,
-                Ok(Some(len)) => {
-                    if no == 1 {
-                        strip_bom(&mut buf);
-                    }
-                    if tx.send(Item::Line(no, buf, len)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Item::Failed(no, e));
-                    break;
-                }
-            }
-        }
-    });
-    let mut stats = StreamStats::default();
-    let out_err = |e: std::io::Error| Error::io(Path::new("<output>"), e);
-    let mut pending_error = None;
-    while let Some(items) = next_batch(&rx, batch_size, |_| 1) {
-        let mut lines: Vec<(usize, String)> = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Item::Line(no, bytes, len) => {
-                    if len > max_line_bytes {
-                        eprintln!(
-                            "warning: {input_name}:{no}: {len} bytes, only the first {max_line_bytes} read (--max-line-bytes)"
-                        );
-                        stats.warnings += 1;
-                    }
-                    match String::from_utf8(bytes) {
-                        Ok(s) => lines.push((no, s)),
-                        Err(e) if opts.lossy_utf8 => {
-                            eprintln!(
-                                "warning: {input_name}:{no}: invalid UTF-8 replaced with U+FFFD"
-                            );
-                            stats.warnings += 1;
-                            lines.push((no, String::from_utf8_lossy(e.as_bytes()).into_owned()));
-                        }
-                        Err(e) => {
-                            pending_error = Some(Error::Input(format!(
-                            "{input_name}:{no}: invalid UTF-8 ({}); use --lossy-utf8 to replace it",
-                            e.utf8_error()
-                        )));
-                            break;
-                        }
-                    }
-                }
-                Item::Failed(no, e) => {
-                    pending_error =
-                        Some(Error::Input(format!("{input_name}:{no}: read error: {e}")));
-                    break;
-                }
-            }
-        }
-        let texts: Vec<&str> = lines.iter().map(|(_, s)| s.as_str()).collect();
-        let translations = t.translate_batch(&texts)?;
-        for ((no, _), tr) in lines.iter().zip(&translations) {
-            if let Some(n) = tr.truncated_from {
-                eprintln!(
-                    "warning: {input_name}:{no}: {n} subword tokens, truncated to the first {}",
-                    t.decode.max_input_tokens
-                );
-                stats.warnings += 1;
-            }
-            write_translation(out, stats.lines, tr, opts, t.decode.n_best).map_err(out_err)?;
-            each(*no, tr)?;
-            stats.lines += 1;
-            stats.tgt_tokens += tr.tokens;
-        }
-        out.flush().map_err(out_err)?;
-        if stats.first_output.is_none() && stats.lines > 0 {
-            stats.first_output = Some(start.elapsed());
-        }
-        if let Some(e) = pending_error {
-            return Err(e);
-        }
-    }
-    Ok(stats)
-}
-
-fn write_translation<W: Write + ?Sized>(
-    out: &mut W,
-    index: usize,
-    tr: &Translation,
-    opts: &StreamOptions,
-    n_best: usize,
-) -> std::io::Result<()> {
-    if opts.n_best {
-        if tr.hypotheses.is_empty() {
-            // An empty line has K (empty) translations like any other.
-            for _ in 0..n_best {
-                writeln!(out, "{index}\t{:.4}\t", 0.0)?;
-            }
-            return Ok(());
-        }
-        for (text, score) in tr.hypotheses.iter().take(n_best) {
-            writeln!(out, "{index}\t{score:.4}\t{text}")?;
-        }
-        return Ok(());
-    }
-    match tr.hypotheses.first() {
-        Some((text, score)) if opts.scores => writeln!(out, "{score:.4}\t{text}"),
-        Some((text, _)) => writeln!(out, "{text}"),
-        None if opts.scores => writeln!(out, "{:.4}\t", 0.0),
-        None => writeln!(out),
-    }
 }
