@@ -6,7 +6,7 @@
 use tch::{Kind, Tensor};
 
 use crate::model::{DecoderState, EncoderOutput, Seq2Seq};
-use crate::search::{Scores, Step, StepModel};
+use crate::search::{Step, StepModel};
 
 /// Models decoding as one; at least one.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ impl StepModel for Ensemble<'_> {
             }
         };
         Step {
-            scores: Scores::LogProbs(mean(&log_probs)),
+            log_probs: mean(&log_probs),
             state: states,
             attention: (!weights.is_empty()).then(|| mean(&weights)),
         }

@@ -170,23 +170,10 @@ impl Seq2Seq {
         state: &DecoderState,
         enc: &EncoderOutput,
     ) -> (Tensor, DecoderState) {
-        let (logits, next) = self.step_logits(prev, state, enc);
-        (logits.log_softmax(-1, Kind::Float), next)
-    }
-
-    /// [`Seq2Seq::step`] before the log-softmax: `(logits [batch, tgt_vocab] float32, next
-    /// state)`; beam search on the CPU ranks them without materializing the log-softmax
-    /// ([`crate::search::candidates`]).
-    pub fn step_logits(
-        &self,
-        prev: &Tensor,
-        state: &DecoderState,
-        enc: &EncoderOutput,
-    ) -> (Tensor, DecoderState) {
         let emb_proj = self.decoder.embed_proj(&self.tgt_embed.forward(prev));
         let next = self.decoder.step(&emb_proj, state, enc, false);
         let logits = self.decoder.step_logits(&next.att_vector, &enc.step_cache);
-        (logits, next)
+        (logits.log_softmax(-1, Kind::Float), next)
     }
 
     /// Runs the decoder over `tgt_in [batch, tgt_len]`, feeding the gold previous token with

@@ -60,13 +60,13 @@ pub fn beam_search<M: StepModel + ?Sized>(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); n];
     let mut t = 0;
     while !active.is_empty() {
-        let (step_scores, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
+        let (log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let row_bounds: Vec<usize> = active
             .iter()
             .flat_map(|&s| std::iter::repeat_n(bounds[s], k))
             .collect();
         let (host_scores, host_idx, vocab) =
-            candidates::rank(step_scores, &scores, k, t, cfg.min_len, &row_bounds)?;
+            candidates::rank(log_probs, &scores, k, t, cfg.min_len, &row_bounds)?;
         // Log-probabilities are <= 0, so -inf (a banned token) is the only non-finite value a
         // sound model gives; NaN sorts above every number in topk and would never end.
         if host_scores

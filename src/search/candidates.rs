@@ -1,22 +1,23 @@
-//! A beam step's best candidates on the CPU, in one pass over the logits.
+//! A search step's best candidates on the CPU, read in place from the log-probabilities.
 //!
-//! The tensor path of a beam step makes, per step, `log_softmax(logits)` (a `[rows, vocab]`
-//! tensor), adds the beam scores (another), and runs `topk` over `[sentences, K * vocab]`,
-//! which copies every row into a buffer of `(value, index)` pairs and partially sorts it. On
-//! the CPU these three were a fifth of `rnmt-translate`'s time (perf, beam 5, batch 64). Here
-//! libtorch computes only `logsumexp` per row, and the `2K` best `score + (logit - lse)` per
-//! sentence are picked in one read of the logits, in place: a chunk of 16 logits is compared
-//! with the running threshold (a loop the compiler vectorizes), and only chunks with a
-//! logit above it are looked at one by one. The length rules of
-//! [`super::apply_length_rules`] apply on the way. Greedy search ranks the same way (one row
-//! per sentence), so a beam of one is exactly greedy search.
+//! The tensor path of a beam step adds the beam scores to `log_softmax(logits)` (a second
+//! `[rows, vocab]` tensor) and runs `topk` over `[sentences, K * vocab]`, which copies every
+//! row into a buffer of `(value, index)` pairs and partially sorts it. On the CPU these two
+//! were a fifth of `rnmt-translate`'s time (perf, beam 5, batch 64). Here libtorch makes only
+//! the log-softmax (one fused kernel), and the `2K` best `score + log_prob` per sentence are
+//! picked in one read of it, in place: a chunk of 16 values is compared with the running
+//! threshold (a loop the compiler vectorizes), and only chunks with a value above it are
+//! looked at one by one. The length rules of [`super::apply_length_rules`] apply on the way.
+//! Greedy search ranks the same way (one row per sentence), so a beam of one is exactly
+//! greedy search.
 //!
-//! The result is what the tensor path gives: the same candidates, the same order (best
-//! first, ties to the lower `beam * vocab + token`), scores equal up to float rounding
-//! (`score + (logit - lse)` against `score + log_softmax`), which a test checks.
+//! The result is exactly the tensor path's: the same float sums `score + log_prob`, the same
+//! candidates, best first, ties to the lower `beam * vocab + token` (a test compares them).
+//! Ranking the logits themselves, with a per-row `logsumexp` from libtorch, was slower: its
+//! four passes cost more than the fused log-softmax.
 use tch::{Device, Kind, Tensor};
 
-use super::{apply_length_rules, host, Scores};
+use super::{apply_length_rules, host};
 use crate::error::{Error, Result};
 use crate::tokenizer::EOS_ID;
 
@@ -36,79 +37,68 @@ pub fn can_read_in_place(logits: &Tensor) -> bool {
     logits.device() == Device::Cpu && logits.kind() == Kind::Float && logits.dim() == 2
 }
 
-/// The `2k` best continuations of every sentence after a step: `scores` of the step
+/// The `2k` best continuations of every sentence after a step: `log_probs` of the step
 /// (`[sentences * k, vocab]`, rows grouped by sentence), `beam [rows]` the rows' accumulated
 /// log-probabilities (`-inf`: a dead row), the length rules of step `t` (0-based) with each
 /// row's bound. Returns per sentence `2k` `(beam[row] + log_prob, row_in_sentence * vocab +
 /// token)` best first (ties to the lower index; `-inf` where none is left), and the
-/// vocabulary size. On the CPU [`best_candidates`] reads the scores in place; elsewhere
-/// libtorch's `log_softmax` and `topk` run on the device and only the candidates come back.
+/// vocabulary size. On the CPU [`best_candidates`] reads the log-probabilities in place;
+/// elsewhere the sum and `topk` run on the device and only the candidates come back.
 pub fn rank(
-    scores: Scores,
+    log_probs: Tensor,
     beam: &[f32],
     k: usize,
     t: usize,
     min_len: usize,
     row_bounds: &[usize],
 ) -> Result<(Vec<f32>, Vec<i64>, i64)> {
-    let (z, lse) = match scores {
-        Scores::Logits(z) if can_read_in_place(&z) => {
-            let lse: Vec<f32> = host(&z.logsumexp([1i64], false), "log-sum-exp")?;
-            (z, lse)
-        }
-        Scores::LogProbs(lp) if can_read_in_place(&lp) => {
-            let zeros = vec![0.0; beam.len()];
-            (lp, zeros)
-        }
-        other => {
-            let mut log_probs = other.log_probs();
-            let vocab = log_probs.size()[1];
-            apply_length_rules(&mut log_probs, t, min_len, row_bounds);
-            let device = log_probs.device();
-            let beam = Tensor::from_slice(beam).to_device(device);
-            let sentences = (beam.size()[0] as usize / k.max(1)) as i64;
-            let cand = (beam.unsqueeze(1) + log_probs).view([sentences, k as i64 * vocab]);
-            let (top_scores, top_idx) = cand.topk(2 * k as i64, 1, true, true);
-            return Ok((
-                host(&top_scores, "search scores")?,
-                host(&top_idx, "search candidates")?,
-                vocab,
-            ));
-        }
-    };
+    if !can_read_in_place(&log_probs) {
+        let mut log_probs = log_probs;
+        let vocab = log_probs.size()[1];
+        apply_length_rules(&mut log_probs, t, min_len, row_bounds);
+        let device = log_probs.device();
+        let beam = Tensor::from_slice(beam).to_device(device);
+        let sentences = (beam.size()[0] as usize / k.max(1)) as i64;
+        let cand = (beam.unsqueeze(1) + log_probs).view([sentences, k as i64 * vocab]);
+        let (top_scores, top_idx) = cand.topk(2 * k as i64, 1, true, true);
+        return Ok((
+            host(&top_scores, "search scores")?,
+            host(&top_idx, "search candidates")?,
+            vocab,
+        ));
+    }
+    let z = log_probs;
     let forced: Vec<bool> = row_bounds.iter().map(|&b| t + 1 >= b).collect();
     let rules = Rules {
         ban_eos: t < min_len,
         forced: &forced,
     };
-    let (v, i) = best_candidates(&z, &lse, beam, k, rules, t + 1)?;
+    let (v, i) = best_candidates(&z, beam, k, rules, t + 1)?;
     Ok((v, i, z.size()[1]))
 }
 
-/// The `2k` best candidates of every sentence: `logits [sentences * k, vocab]` (float32, on
-/// the CPU; rows `s * k .. (s + 1) * k` are sentence `s`'s beams), `lse [rows]` their
-/// log-sum-exp (0 for log-probabilities), `scores [rows]` the beams' accumulated
-/// log-probabilities (`-inf` for a dead beam, which is skipped). Returns per sentence `2k`
-/// `(score, beam * vocab + token)`, best first; missing candidates are `(-inf, 0)`.
+/// The `2k` best candidates of every sentence: `log_probs [sentences * k, vocab]` (float32,
+/// on the CPU; rows `s * k .. (s + 1) * k` are sentence `s`'s beams), `scores [rows]` the
+/// beams' accumulated log-probabilities (`-inf` for a dead beam, which is skipped). Returns
+/// per sentence `2k` `(score + log_prob, beam * vocab + token)`, best first; missing
+/// candidates are `(-inf, 0)`.
 ///
-/// A live row whose `lse` is not finite (NaN or infinite logits) is
-/// [`Error::NonFiniteScores`] at `step`.
+/// A NaN in a live row (a broken model) is [`Error::NonFiniteScores`] at `step`.
 pub fn best_candidates(
-    logits: &Tensor,
-    lse: &[f32],
+    log_probs: &Tensor,
     scores: &[f32],
     k: usize,
     rules: Rules<'_>,
     step: usize,
 ) -> Result<(Vec<f32>, Vec<i64>)> {
-    assert!(can_read_in_place(logits), "float32 CPU logits");
-    let logits = logits.contiguous();
+    assert!(
+        can_read_in_place(log_probs),
+        "float32 CPU log-probabilities"
+    );
+    let logits = log_probs.contiguous();
     let (rows, vocab) = (logits.size()[0] as usize, logits.size()[1] as usize);
     assert_eq!(rows % k.max(1), 0, "rows are whole beams");
-    assert_eq!(
-        (lse.len(), scores.len(), rules.forced.len()),
-        (rows, rows, rows)
-    );
+    assert_eq!((scores.len(), rules.forced.len()), (rows, rows));
     // SAFETY: `logits` is a contiguous float32 CPU tensor of rows * vocab elements that lives
     // (and is not written) until the end of this function.
     let data: &[f32] =
@@ -127,26 +117,25 @@ pub fn best_candidates(
             if score == f32::NEG_INFINITY {
                 continue;
             }
-            if !lse[r].is_finite() || score.is_nan() {
+            if score.is_nan() {
                 return Err(Error::NonFiniteScores { step });
             }
             let row = &data[r * vocab..(r + 1) * vocab];
-            let lse = lse[r];
             let offset = (b * vocab) as i64;
             if rules.forced[r] {
                 if !rules.ban_eos && eos < vocab {
-                    best.offer(score + (row[eos] - lse), offset + eos as i64);
+                    best.offer(score + row[eos], offset + eos as i64);
                 }
                 continue;
             }
             let mut start = 0;
             for chunk in row.chunks(CHUNK) {
-                // Logits that could enter: `score + (x - lse) > worst`, with a margin for
-                // rounding (the exact test follows).
+                // Values that could enter: `score + x > worst`, with a margin for rounding
+                // (the exact test follows).
                 let bar = match best.worst() {
                     None => f32::NEG_INFINITY,
                     Some(w) => {
-                        let d = w - score + lse;
+                        let d = w - score;
                         d - 1e-4 * (1.0 + d.abs())
                     }
                 };
@@ -160,7 +149,7 @@ pub fn best_candidates(
                         }
                         let tok = start + j;
                         if x >= bar && !(rules.ban_eos && tok == eos) {
-                            best.offer(score + (x - lse), offset + tok as i64);
+                            best.offer(score + x, offset + tok as i64);
                         }
                     }
                 }
@@ -225,28 +214,18 @@ impl Best {
 mod tests {
     use super::*;
 
-    /// The tensor path: `topk(2k)` of `scores + log_softmax` with the length rules.
+    /// The tensor path: `topk(2k)` of `scores + log_probs` with the length rules.
     fn reference(
-        logits: &Tensor,
+        lp: &Tensor,
         scores: &[f32],
         k: usize,
         ban_eos: bool,
         forced: &[bool],
     ) -> (Vec<f32>, Vec<i64>) {
-        let lp = logits.log_softmax(-1, Kind::Float);
-        let eos = EOS_ID as i64;
-        if ban_eos {
-            let _ = lp.narrow(1, eos, 1).fill_(f64::NEG_INFINITY);
-        }
-        for (r, &f) in forced.iter().enumerate() {
-            if f {
-                let mut row = lp.get(r as i64);
-                let keep = row.get(eos).double_value(&[]);
-                let _ = row.fill_(f64::NEG_INFINITY);
-                let _ = row.get(eos).fill_(keep);
-            }
-        }
-        let vocab = logits.size()[1];
+        let mut lp = lp.copy();
+        let bounds: Vec<usize> = forced.iter().map(|&f| if f { 1 } else { 99 }).collect();
+        apply_length_rules(&mut lp, 0, usize::from(ban_eos), &bounds);
+        let vocab = lp.size()[1];
         let cand = (Tensor::from_slice(scores).unsqueeze(1) + lp).view([-1, k as i64 * vocab]);
         let (v, i) = cand.topk(2 * k as i64, 1, true, true);
         (
@@ -259,26 +238,29 @@ mod tests {
         tch::manual_seed(seed);
         let rows = sentences * k;
         let logits = Tensor::randn([rows as i64, vocab], (Kind::Float, Device::Cpu)) * 3.0;
+        let lp = logits.log_softmax(-1, Kind::Float);
         let mut scores: Vec<f32> = (0..rows).map(|r| -((r % 7) as f32) * 0.37).collect();
         scores[1] = f32::NEG_INFINITY; // a dead beam
         let forced: Vec<bool> = (0..rows)
             .map(|r| forced_every > 0 && r % forced_every == 0)
             .collect();
-        let lse = Vec::<f32>::try_from(logits.logsumexp([1i64], false)).unwrap();
         let rules = Rules {
             ban_eos: ban,
             forced: &forced,
         };
-        let (ours_v, ours_i) = best_candidates(&logits, &lse, &scores, k, rules, 1).unwrap();
-        let (ref_v, ref_i) = reference(&logits, &scores, k, ban, &forced);
-        for (j, (a, b)) in ours_v.iter().zip(&ref_v).enumerate() {
-            if b.is_finite() {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{j}: {a} vs {b}");
+        let (ours_v, ours_i) = best_candidates(&lp, &scores, k, rules, 1).unwrap();
+        let (ref_v, ref_i) = reference(&lp, &scores, k, ban, &forced);
+        // The same float sums: equal, not close.
+        assert_eq!(ours_v, ref_v);
+        for (j, v) in ref_v.iter().enumerate() {
+            if v.is_finite() {
                 assert_eq!(ours_i[j], ref_i[j], "candidate {j}");
-            } else {
-                assert_eq!(*a, f32::NEG_INFINITY, "{j}");
             }
         }
+        // And through `rank`, as the searches call it.
+        let bounds: Vec<usize> = forced.iter().map(|&f| if f { 1 } else { 99 }).collect();
+        let (v, i, n) = rank(lp.copy(), &scores, k, 0, usize::from(ban), &bounds).unwrap();
+        assert_eq!((v, i, n), (ours_v, ours_i, vocab));
     }
 
     #[test]
@@ -293,29 +275,30 @@ mod tests {
     #[test]
     fn a_tiny_vocabulary_pads_with_minus_infinity() {
         // 2 beams x 3 tokens; beam 1 dead: only 3 candidates exist for 4 places.
-        let logits = Tensor::from_slice(&[0.0f32, 1.0, 2.0, 5.0, 5.0, 5.0]).view([2, 3]);
-        let lse = Vec::<f32>::try_from(logits.logsumexp([1i64], false)).unwrap();
+        let lp = Tensor::from_slice(&[0.0f32, 1.0, 2.0, 5.0, 5.0, 5.0])
+            .view([2, 3])
+            .log_softmax(-1, Kind::Float);
         let forced = [false, false];
         let rules = Rules {
             ban_eos: false,
             forced: &forced,
         };
-        let (v, i) =
-            best_candidates(&logits, &lse, &[0.0, f32::NEG_INFINITY], 2, rules, 1).unwrap();
+        let (v, i) = best_candidates(&lp, &[0.0, f32::NEG_INFINITY], 2, rules, 1).unwrap();
         assert_eq!(i[..3], [2, 1, 0]);
         assert_eq!(v[3], f32::NEG_INFINITY);
     }
 
     #[test]
-    fn non_finite_logits_are_an_error() {
-        let logits = Tensor::from_slice(&[0.0f32, f32::NAN, 1.0, 2.0]).view([1, 4]);
-        let lse = Vec::<f32>::try_from(logits.logsumexp([1i64], false)).unwrap();
+    fn nan_is_an_error() {
+        let lp = Tensor::from_slice(&[0.0f32, f32::NAN, 1.0, 2.0])
+            .view([1, 4])
+            .log_softmax(-1, Kind::Float);
         let rules = Rules {
             ban_eos: false,
             forced: &[false],
         };
         assert!(matches!(
-            best_candidates(&logits, &lse, &[0.0], 1, rules, 3),
+            best_candidates(&lp, &[0.0], 1, rules, 3),
             Err(Error::NonFiniteScores { step: 3 })
         ));
     }

@@ -32,12 +32,12 @@ pub fn greedy_search<M: StepModel + ?Sized>(
     let mut attention = cfg.attention.then(AttentionHistory::default);
     let mut t = 0;
     while !active.is_empty() {
-        let (step_scores, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
+        let (log_probs, next) = step_recording(model, &prev, &state, &enc, &mut attention)?;
         let row_bounds: Vec<usize> = active.iter().map(|&s| bounds[s]).collect();
         // Rank `scores + log_probs` as beam search does (the same candidates with one row per
         // sentence, the lowest token id among exact ties): beam 1 is exactly greedy.
         let (cand_scores, cand_idx, _) =
-            candidates::rank(step_scores, &scores, 1, t, cfg.min_len, &row_bounds)?;
+            candidates::rank(log_probs, &scores, 1, t, cfg.min_len, &row_bounds)?;
         let host_scores: Vec<f32> = cand_scores.iter().step_by(2).copied().collect();
         let host_choice: Vec<i64> = cand_idx.iter().step_by(2).copied().collect();
         if host_scores.iter().any(|s| !s.is_finite()) {

@@ -29,7 +29,7 @@ use crate::tokenizer::EOS_ID;
 
 pub use beam::beam_search;
 pub use greedy::greedy_search;
-pub use step_model::{Scores, Step, StepModel};
+pub use step_model::{Step, StepModel};
 
 /// One output sentence.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,19 +91,19 @@ fn host<T: tch::kind::Element + Copy>(t: &Tensor, what: &str) -> Result<Vec<T>> 
 }
 
 /// One step of `model`, its attention weights appended to `history` when search collects
-/// them: `(scores [rows, tgt_vocab], next state)`.
+/// them: `(log_probs [rows, tgt_vocab], next state)`.
 fn step_recording<M: StepModel + ?Sized>(
     model: &M,
     prev: &Tensor,
     state: &M::State,
     enc: &M::Encoded,
     history: &mut Option<alignment::AttentionHistory>,
-) -> Result<(Scores, M::State)> {
+) -> Result<(Tensor, M::State)> {
     let step = model.step(prev, state, enc);
     if let Some(h) = history {
         h.push(step.attention.as_ref())?;
     }
-    Ok((step.scores, step.state))
+    Ok((step.log_probs, step.state))
 }
 
 /// Encodes a batch of sources; returns the encoder output and each sentence's output bound.

@@ -6,31 +6,11 @@ use tch::Tensor;
 
 use crate::model::{DecoderState, EncoderOutput, Seq2Seq};
 
-/// A step's next-token scores `[batch, tgt_vocab]`.
-#[derive(Debug)]
-pub enum Scores {
-    /// Log-probabilities.
-    LogProbs(Tensor),
-    /// Logits (float32): the log-probabilities are `logits - logsumexp(logits)` per row.
-    /// Search on the CPU ranks them without materializing the log-softmax.
-    Logits(Tensor),
-}
-
-impl Scores {
-    /// The log-probabilities `[batch, tgt_vocab]`.
-    pub fn log_probs(self) -> Tensor {
-        match self {
-            Scores::LogProbs(lp) => lp,
-            Scores::Logits(z) => z.log_softmax(-1, tch::Kind::Float),
-        }
-    }
-}
-
 /// The outcome of one step.
 #[derive(Debug)]
 pub struct Step<S> {
-    /// Next-token scores `[batch, tgt_vocab]`.
-    pub scores: Scores,
+    /// Next-token log-probabilities `[batch, tgt_vocab]`.
+    pub log_probs: Tensor,
     /// The state after the step.
     pub state: S,
     /// The step's attention weights `[batch, src_len]` (rows sum to 1 over the real source
@@ -77,12 +57,12 @@ impl StepModel for Seq2Seq {
     }
 
     fn step(&self, prev: &Tensor, state: &DecoderState, enc: &EncoderOutput) -> Step<DecoderState> {
-        let (logits, mut state) = Seq2Seq::step_logits(self, prev, state, enc);
+        let (log_probs, mut state) = Seq2Seq::step(self, prev, state, enc);
         // The weights leave the state: the next step does not read them, so beam reordering
         // need not carry them.
         let attention = state.attention.take();
         Step {
-            scores: Scores::Logits(logits),
+            log_probs,
             state,
             attention,
         }
