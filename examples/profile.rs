@@ -447,19 +447,36 @@ fn main() {
         let enc = model.encode(&src, &lens, false);
         let mut state = model.initial_state(&enc);
         let prev = Tensor::full([rows], 2, (Kind::Int64, device));
+        let k = dcfg.beam;
+        let forced = vec![false; rows as usize];
+        let beam_scores = vec![0.0f32; rows as usize];
         for i in 0..25 {
             let mut l = Laps::default();
             let target = if i < 5 { &mut l } else { &mut laps };
             target.start(device);
             let emb = model.embed_target(&prev, false);
             let proj = model.decoder().embed_proj(&emb);
+            target.lap("target embedding and the RNN's input projection", device);
             let next = model.decoder().step(&proj, &state, &enc, false);
-            target.lap("embedding, RNN step, attention, attentional vector", device);
-            let logits = model.decoder().logits(&next.att_vector, false);
-            target.lap("output layer", device);
+            target.lap("RNN step, attention, attentional vector", device);
+            let logits = model
+                .decoder()
+                .step_logits(&next.att_vector, &enc.step_cache);
+            target.lap("output layer (bf16 with PRECISION=bf16)", device);
             let lp = logits.log_softmax(-1, Kind::Float);
-            let _ = lp.topk(10, 1, true, true);
-            target.lap("log-softmax and top-k", device);
+            target.lap("log-softmax", device);
+            if rnmt::search::candidates::can_read_in_place(&lp) {
+                let rules = rnmt::search::candidates::Rules {
+                    ban_eos: false,
+                    forced: &forced,
+                };
+                let _ = rnmt::search::candidates::best_candidates(&lp, &beam_scores, k, rules, 1);
+            } else {
+                let _ = lp
+                    .view([-1, k as i64 * lp.size()[1]])
+                    .topk(2 * k as i64, 1, true, true);
+            }
+            target.lap("best 2K candidates per sentence", device);
             state = next;
         }
     });

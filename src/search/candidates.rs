@@ -139,10 +139,7 @@ pub fn best_candidates(
                         d - 1e-4 * (1.0 + d.abs())
                     }
                 };
-                if chunk
-                    .iter()
-                    .fold(false, |hit, &x| hit | (x >= bar) | x.is_nan())
-                {
+                if any_at_or_above(chunk, bar) {
                     for (j, &x) in chunk.iter().enumerate() {
                         if x.is_nan() {
                             return Err(Error::NonFiniteScores { step });
@@ -159,6 +156,34 @@ pub fn best_candidates(
         best.emit(&mut out_scores, &mut out_idx);
     }
     Ok((out_scores, out_idx))
+}
+
+/// Whether a value of `chunk` is at or above `bar`, or NaN.
+#[inline]
+fn any_at_or_above(chunk: &[f32], bar: f32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if chunk.len() == CHUNK {
+        use std::arch::x86_64::{
+            _mm_cmpnlt_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_or_ps, _mm_set1_ps,
+        };
+        // SAFETY: SSE2 is part of x86_64; the four unaligned loads read the chunk's 16
+        // floats.
+        unsafe {
+            let b = _mm_set1_ps(bar);
+            let p = chunk.as_ptr();
+            // not-less-than: true at or above the bar, and for NaN.
+            let m0 = _mm_or_ps(
+                _mm_cmpnlt_ps(_mm_loadu_ps(p), b),
+                _mm_cmpnlt_ps(_mm_loadu_ps(p.add(4)), b),
+            );
+            let m1 = _mm_or_ps(
+                _mm_cmpnlt_ps(_mm_loadu_ps(p.add(8)), b),
+                _mm_cmpnlt_ps(_mm_loadu_ps(p.add(12)), b),
+            );
+            return _mm_movemask_ps(_mm_or_ps(m0, m1)) != 0;
+        }
+    }
+    chunk.iter().any(|&x| x >= bar || x.is_nan())
 }
 
 /// The best `width` of the candidates offered, best first; among equal scores the one
