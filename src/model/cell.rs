@@ -79,7 +79,22 @@ impl RecurrentLayer {
     /// `h [batch, hidden]` (and `c [batch, hidden]` for an LSTM).
     /// Returns the new `(h, c)`; `c` is `None` for a GRU.
     pub fn step(&self, gi: &Tensor, h: &Tensor, c: Option<&Tensor>) -> (Tensor, Option<Tensor>) {
-        let gh = h.linear(&self.w_hh, Some(&self.b_hh));
+        self.step_low(gi, h, c, None)
+    }
+
+    /// [`RecurrentLayer::step`] with the recurrent product in low precision when `w_hh_low`
+    /// (this layer's `w_hh` cast, see [`super::decoder::low_linear`]) is given.
+    pub fn step_low(
+        &self,
+        gi: &Tensor,
+        h: &Tensor,
+        c: Option<&Tensor>,
+        w_hh_low: Option<&Tensor>,
+    ) -> (Tensor, Option<Tensor>) {
+        let gh = match w_hh_low {
+            Some(w) => super::decoder::low_linear(h, w, Some(&self.b_hh)),
+            None => h.linear(&self.w_hh, Some(&self.b_hh)),
+        };
         let hs = self.hidden;
         match self.cell {
             CellType::Gru => {

@@ -41,6 +41,12 @@ impl StepCache {
             feed_weight: self.feed_weight.shallow_clone(),
             context_proj: self.context_proj.as_ref().map(|c| c.index_select(0, index)),
             output_weight_low: self.output_weight_low.as_ref().map(Tensor::shallow_clone),
+            recurrent_low: self
+                .recurrent_low
+                .iter()
+                .map(Tensor::shallow_clone)
+                .collect(),
+            att_vector_low: self.att_vector_low.as_ref().map(Tensor::shallow_clone),
         }
     }
 }
@@ -73,6 +79,24 @@ pub struct StepCache {
     /// The output layer's weight cast once per batch for [`Decoder::step_logits`]
     /// (`[tgt_vocab, hidden]`, bfloat16), when decoding in low precision.
     output_weight_low: Option<Tensor>,
+    /// When decoding in low precision: each layer's recurrent weight `w_hh` and the
+    /// attentional layer's weight, cast once per batch (`[gates * hidden, hidden]`,
+    /// `[hidden, hidden + context]`).
+    recurrent_low: Vec<Tensor>,
+    att_vector_low: Option<Tensor>,
+}
+
+/// `x [rows, in] @ w_low^T (+ b)`: the product in `w_low`'s (low) kind with the rows padded
+/// to a multiple of 64 (oneDNN compiles one kernel per shape), the result and the bias add
+/// in float32: `[rows, out]`.
+pub fn low_linear(x: &Tensor, w_low: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let rows = x.size()[0];
+    let xp = pad_rows(&x.to_kind(w_low.kind()), 64);
+    let mut z = xp.mm(&w_low.tr()).narrow(0, 0, rows).to_kind(Kind::Float);
+    if let Some(b) = b {
+        let _ = z.g_add_(b);
+    }
+    z
 }
 
 /// What is fed besides the embedding at every step.
@@ -212,6 +236,15 @@ impl Decoder {
             feed_weight,
             context_proj,
             output_weight_low: low.map(|k| self.output.weight.detach().to_kind(k)),
+            recurrent_low: match low {
+                Some(k) => self
+                    .layers
+                    .iter()
+                    .map(|l| l.w_hh.detach().to_kind(k))
+                    .collect(),
+                None => Vec::new(),
+            },
+            att_vector_low: low.map(|k| self.att_vector.weight.detach().to_kind(k)),
         }
     }
 
@@ -248,7 +281,12 @@ impl Decoder {
                 let x = hidden[l - 1].dropout(self.dropout, train);
                 gi = layer.project(&x);
             }
-            let (h, c) = layer.step(&gi, &state.hidden[l], state.cell.get(l));
+            let (h, c) = layer.step_low(
+                &gi,
+                &state.hidden[l],
+                state.cell.get(l),
+                cache.recurrent_low.get(l),
+            );
             hidden.push(h);
             if let Some(c) = c {
                 cell.push(c);
@@ -263,8 +301,11 @@ impl Decoder {
             group >= 1 && group * sentences == rows,
             "decoder step: {rows} rows for an encoder output of {sentences} sentences"
         );
-        let (att_vector, weights) =
-            self.attentional_vectors(&query.view([sentences, group, -1]), enc);
+        let (att_vector, weights) = self.attentional_vectors(
+            &query.view([sentences, group, -1]),
+            enc,
+            cache.att_vector_low.as_ref(),
+        );
         let att_vector = att_vector.view([rows, 1, -1]);
         let weights = weights.map(|w| w.view([rows, 1, -1]));
         DecoderState {
@@ -277,7 +318,12 @@ impl Decoder {
 
     /// `a_t = tanh(W_c [q_t; context_t])` for top-layer states `query [batch, T, hidden]`:
     /// `([batch, T, hidden], attention weights [batch, T, src_len] or None without attention)`.
-    fn attentional_vectors(&self, query: &Tensor, enc: &EncoderOutput) -> (Tensor, Option<Tensor>) {
+    fn attentional_vectors(
+        &self,
+        query: &Tensor,
+        enc: &EncoderOutput,
+        low: Option<&Tensor>,
+    ) -> (Tensor, Option<Tensor>) {
         let (context, weights) = match (&self.attention, &enc.keys) {
             (Some(attention), Some(keys)) => {
                 let (c, w) = attention.forward(query, keys, &enc.states, &enc.mask);
@@ -290,10 +336,17 @@ impl Decoder {
                 None,
             ),
         };
-        let att = self
-            .att_vector
-            .forward(&Tensor::cat(&[query, &context], 2))
-            .tanh();
+        let joined = Tensor::cat(&[query, &context], 2);
+        let att = match low {
+            Some(w) => {
+                let size = joined.size();
+                let flat = joined.view([-1, size[2]]);
+                low_linear(&flat, w, self.att_vector.bias.as_ref())
+                    .view([size[0], size[1], -1])
+                    .tanh()
+            }
+            None => self.att_vector.forward(&joined).tanh(),
+        };
         (att, weights)
     }
 
@@ -371,7 +424,7 @@ impl Decoder {
     /// The attentional part of [`Decoder::forward_fused`]: top-layer states
     /// `top [batch, tgt_len, hidden]` to attentional vectors `[batch, tgt_len, hidden]`.
     pub fn attend(&self, top: &Tensor, enc: &EncoderOutput) -> Tensor {
-        self.attentional_vectors(top, enc).0
+        self.attentional_vectors(top, enc, None).0
     }
 
     /// Overwrites the output bias with `bias [tgt_vocab]`.
