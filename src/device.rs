@@ -15,19 +15,24 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// fp32; bf16 (weights, gradients and Adam stay float32; on CUDA autocast for the
-    /// forward passes, on a CPU with bfloat16 instructions the encoder and the output layer
-    /// in training); or auto (bf16 on such a CPU, else fp32).
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    /// forward passes; on a CPU with bfloat16 instructions the encoder and the output layer,
+    /// and in decoding the decoder's products); or auto (bf16 on such a CPU, else fp32).
+    /// Default: fp32 for rnmt-train, auto for rnmt-translate and rnmt-serve.
+    #[arg(long = "precision", value_enum, value_name = "PRECISION")]
+    pub precision_arg: Option<Precision>,
+    /// The precision in use: `--precision`, else the binary's default, resolved for the
+    /// device by [`DeviceArgs::apply`] (or set by the binary).
+    #[arg(skip)]
     pub precision: Precision,
 }
 
 impl DeviceArgs {
-    /// Sets the threads, parses the device, resolves `--precision auto` for it and checks
-    /// the precision on it.
-    pub fn apply(&mut self) -> Result<Device> {
+    /// Sets the threads, parses the device, resolves `--precision` (else `default`, e.g.
+    /// `auto` for the decoding binaries) for it and checks the precision on it.
+    pub fn apply(&mut self, default: Precision) -> Result<Device> {
         set_threads(self.threads);
         let device = parse_device(&self.device)?;
-        self.precision = self.precision.resolved(device);
+        self.precision = self.precision_arg.unwrap_or(default).resolved(device);
         self.precision.check(device)?;
         Ok(device)
     }

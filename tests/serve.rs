@@ -203,7 +203,33 @@ fn translates_with_opennmt_shapes_like_rnmt_translate() {
     assert_eq!(lists.len(), 2);
     let greedy = reference(model, &["Open the file."], &["--beam", "3"]);
     assert_eq!(lists[0][0]["tgt"], greedy[0].1.as_str());
-    assert!(lists[0][0]["pred_score"].as_f64() >= lists[1][0]["pred_score"].as_f64());
+    // The list is rnmt-translate's n-best list, in its order (ranked by the length-normalized
+    // score, so the raw scores need not fall).
+    let o = translate_with(
+        model,
+        &["--beam", "3", "--n-best", "2"],
+        b"Open the file.\n",
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed: Vec<(f64, String)> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let (_, score, text) = (f.next(), f.next().unwrap(), f.next().unwrap());
+            (score.parse().unwrap(), text.to_string())
+        })
+        .collect();
+    assert_eq!(listed.len(), 2);
+    for (i, (score, text)) in listed.iter().enumerate() {
+        assert_eq!(lists[i][0]["tgt"], text.as_str(), "hypothesis {i}");
+        let served = lists[i][0]["pred_score"].as_f64().unwrap();
+        assert!(
+            (served - score).abs() < 1e-3,
+            "hypothesis {i}: {served} vs {score}"
+        );
+    }
 }
 
 #[test]

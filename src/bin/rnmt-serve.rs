@@ -76,7 +76,7 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 fn run(mut a: Args) -> Result<()> {
-    let device = a.dev.apply()?;
+    let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     a.decode.validate()?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()

@@ -125,7 +125,7 @@ fn run(mut a: Args) -> Result<()> {
             );
         }
     }
-    let device = a.dev.apply()?;
+    let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
         attention: a.attention.is_some() || a.attention_svg.is_some(),
