@@ -29,7 +29,8 @@ target/release/rnmt-train \
     --train "corpora/$CORPUS.train.tsv" \
     --valid "corpora/$CORPUS.dev.tsv" \
     --model-dir "$MODEL_DIR" \
-    --max-time "$TRAIN_TIME" --precision "$PRECISION" "${threads[@]}"
+    --max-time "$TRAIN_TIME" --precision "$PRECISION" "${threads[@]}" \
+    --set train.keep_checkpoints=3 --set train.average_last=3
 
 echo "== evaluating on corpora/$CORPUS.test.tsv (beam 5)"
 scripts/evaluate.sh "$MODEL_DIR" "corpora/$CORPUS.test.tsv"

@@ -7,11 +7,13 @@
 //! difference is a one-line [`Error::ModelDir`] naming the file.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{CONFIG_FILE, MODEL_FILE};
 use crate::config::Config;
+use crate::data::Prepared;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizers;
 
@@ -122,6 +124,77 @@ pub fn mean_weights(paths: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
         .into_iter()
         .map(|(name, (sum, kind))| (name, (sum / n).to_kind(kind)))
         .collect())
+}
+
+/// What [`average_if_better`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AverageCheck {
+    /// The updates of the averaged checkpoints, oldest first.
+    pub steps: Vec<u64>,
+    /// Validation BLEU and loss of the average and of the best validated weights.
+    pub averaged_bleu: f64,
+    pub best_bleu: f64,
+    pub averaged_loss: f64,
+    pub best_loss: f64,
+    /// Whether `model.safetensors` is now the average.
+    pub replaced: bool,
+}
+
+/// `train.average_last`: validates the mean of the last `k` kept checkpoints of
+/// `model_dir` (at least two) and the best validated weights (`model.safetensors`) alike
+/// (`crate::validation::validate`, the training's own validation, in `low` precision for
+/// decoding), and makes the average the model's `model.safetensors` (atomically) when its
+/// BLEU is higher, or equal with a lower validation loss. `None` with fewer than two kept
+/// checkpoints.
+pub fn average_if_better(
+    model_dir: &Path,
+    k: usize,
+    data: &Prepared,
+    config: &Config,
+    device: Device,
+    low: Option<Kind>,
+    stop: &AtomicBool,
+) -> Result<Option<AverageCheck>> {
+    let kept = crate::checkpoint::list_checkpoints(model_dir)?;
+    let take = k.min(kept.len());
+    if take < 2 {
+        return Ok(None);
+    }
+    let last = &kept[kept.len() - take..];
+    let paths: Vec<PathBuf> = last.iter().map(|(_, p)| p.clone()).collect();
+    let mean = mean_weights(&paths)?;
+    let mut loaded = crate::checkpoint::load_model_dir(model_dir, device)?;
+    loaded.model.set_low_precision(low);
+    let step = last[last.len() - 1].0;
+    let best = crate::validation::validate(&loaded.model, data, config, device, step, stop)?;
+    let vars = loaded.vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, t) in &mean {
+            let Some(v) = vars.get(name) else {
+                return Err(Error::ModelDir(format!(
+                    "{}: parameter {name} of the checkpoints is not in the model",
+                    model_dir.display()
+                )));
+            };
+            v.shallow_clone().copy_(&t.to_device(device));
+        }
+        Ok(())
+    })?;
+    let averaged = crate::validation::validate(&loaded.model, data, config, device, step, stop)?;
+    // Higher BLEU, or the same BLEU (a weak model's 0) and a lower validation loss.
+    let replaced =
+        averaged.bleu > best.bleu || averaged.bleu == best.bleu && averaged.loss < best.loss;
+    if replaced {
+        crate::checkpoint::save_weights(&loaded.vs, &model_dir.join(MODEL_FILE))?;
+    }
+    Ok(Some(AverageCheck {
+        steps: last.iter().map(|(s, _)| *s).collect(),
+        averaged_bleu: averaged.bleu,
+        best_bleu: best.bleu,
+        averaged_loss: averaged.loss,
+        best_loss: best.loss,
+        replaced,
+    }))
 }
 
 /// Averages `inputs` into the new model directory `out`: `config.json` and the tokenizers of

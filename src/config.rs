@@ -377,6 +377,11 @@ pub struct TrainConfig {
     /// Keep the weights of the last this many validations as
     /// `checkpoints/step-NNNNNNNN.safetensors` (for `rnmt-average`); 0 keeps none.
     pub keep_checkpoints: usize,
+    /// After the last update, validate the mean of the last this many kept checkpoints
+    /// (`keep_checkpoints` must be at least as many) and make it the model when it scores a
+    /// higher validation BLEU than the best validated weights (`crate::average`); 0 (the
+    /// default) or 1: no averaging.
+    pub average_last: usize,
     /// After the last update, choose the model's decoding defaults (`alpha` of beam search)
     /// by BLEU on the first `calibrate_sentences` validation sentences and write them to
     /// `decode.json` (`crate::calibrate`); rnmt-translate and rnmt-serve use them unless told
@@ -426,6 +431,7 @@ impl Default for TrainConfig {
             valid_bleu_sentences: None,
             log_every: 50,
             keep_checkpoints: 0,
+            average_last: 0,
             fused_loss: true,
             fused_adam: true,
             decay: DecayShape::Linear,
@@ -458,6 +464,12 @@ impl TrainConfig {
         }
         if self.decay_steps == Some(0) {
             return bad("train.decay_steps must be positive");
+        }
+        if self.average_last > 1 && self.keep_checkpoints < self.average_last {
+            return Err(Error::Config(format!(
+                "train.average_last = {} averages kept checkpoints: set train.keep_checkpoints to at least {} (it is {})",
+                self.average_last, self.average_last, self.keep_checkpoints
+            )));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("train.label_smoothing must be in [0, 1)");
@@ -873,6 +885,7 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.valid_bleu_sentences",
     "train.log_every",
     "train.keep_checkpoints",
+    "train.average_last",
     "train.fused_loss",
     "train.fused_adam",
     "train.decay",

@@ -335,6 +335,88 @@ fn training_keeps_the_last_checkpoints_and_averaging_gives_their_mean() {
     assert!(same_tensors(&same.join("model.safetensors"), &ck));
 }
 
+/// `train.average_last`: the mean of the last kept checkpoints is validated against the
+/// best validated weights and becomes `model.safetensors` only when its BLEU is higher; the
+/// line says which happened, and `model.safetensors` is then exactly what it says.
+#[test]
+fn training_averages_the_last_checkpoints_when_that_validates_better() {
+    let dir = scratch("average-last");
+    let model = dir.join("model");
+    let o = train_ok(
+        &dir,
+        &model,
+        &[
+            "--max-steps",
+            "40",
+            "--set",
+            "train.valid_every=10",
+            "--set",
+            "train.keep_checkpoints=3",
+            "--set",
+            "train.average_last=3",
+        ],
+    );
+    let err = stderr(&o);
+    // "averaging the checkpoints of updates A, B, C: validation BLEU X (loss L) against Y (M)
+    // for the best validated weights, Ns: ..."
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("averaging the checkpoints of updates "))
+        .unwrap_or_else(|| panic!("no averaging line: {err}"));
+    let (head, tail) = line.split_once(": validation BLEU ").unwrap();
+    let steps: Vec<u64> = head["averaging the checkpoints of updates ".len()..]
+        .split(", ")
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // The last three validations' checkpoints (every 10 updates and at each epoch's end).
+    assert_eq!(steps.len(), 3, "{line}");
+    assert_eq!(steps[2], 40, "{line}");
+    let words: Vec<&str> = tail.split_whitespace().collect();
+    let num = |w: &str| -> f64 { w.trim_matches(|c| c == '(' || c == ')').parse().unwrap() };
+    assert_eq!((words[1], words[3]), ("(loss", "against"), "{line}");
+    let (averaged, averaged_loss, best, best_loss) =
+        (num(words[0]), num(words[2]), num(words[4]), num(words[5]));
+    let better = averaged > best || averaged == best && averaged_loss < best_loss;
+    let ck = |s: u64| {
+        model
+            .join("checkpoints")
+            .join(format!("step-{s:08}.safetensors"))
+    };
+    let parts = [
+        tensors(&ck(steps[0])),
+        tensors(&ck(steps[1])),
+        tensors(&ck(steps[2])),
+    ];
+    let weights = tensors(&model.join("model.safetensors"));
+    let is_mean = weights.iter().all(|(name, t)| {
+        let sum = parts
+            .iter()
+            .map(|p| f64_of(&p.iter().find(|(n, _)| n == name).unwrap().1))
+            .fold(None::<tch::Tensor>, |acc, x| {
+                Some(acc.map_or(x.shallow_clone(), |a| a + x))
+            })
+            .unwrap();
+        (sum / 3.0).to_kind(t.kind()).allclose(t, 1e-6, 1e-7, false)
+    });
+    if line.ends_with("is now the average") {
+        assert!(better, "{line}");
+        assert!(is_mean, "model.safetensors is not the mean: {line}");
+    } else {
+        assert!(line.ends_with("kept the best validated weights"), "{line}");
+        assert!(!better, "{line}");
+        assert!(!is_mean, "model.safetensors became the mean: {line}");
+    }
+    // Averaging needs the checkpoints it averages.
+    let o = train(
+        &dir,
+        &dir.join("model-2"),
+        &["--max-steps", "2", "--set", "train.average_last=3"],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("train.keep_checkpoints"), "{err}");
+}
+
 #[test]
 fn averaging_checks_config_tokenizer_and_shapes() {
     let dir = scratch("average-errors");

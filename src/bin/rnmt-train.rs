@@ -236,6 +236,7 @@ fn leader(
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     let calibrate = (config.train.calibrate, config.train.calibrate_sentences);
+    let average = (config.train.average_last, config.clone());
     let mut trainer = Trainer::with_group(config, &a.model_dir, device, &data, &STOP, group)?;
     trainer.apply_changes(changes.as_deref().unwrap_or_default());
     trainer.set_verbose(!a.quiet);
@@ -287,6 +288,40 @@ fn leader(
     let calibrated = a.model_dir.join(rnmt::calibrate::DECODE_FILE).exists();
     let fresh =
         outcome.reason != rnmt::train::StopReason::Interrupted && (outcome.updated || !calibrated);
+    let low = a.dev.precision.low_precision(device);
+    if average.0 > 1
+        && outcome.reason != rnmt::train::StopReason::Interrupted
+        && outcome.updated
+        && group.is_none_or(|g| g.rank() == 0)
+        && model.exists()
+    {
+        let t0 = Instant::now();
+        if let Some(c) = rnmt::average::average_if_better(
+            &a.model_dir,
+            average.0,
+            &data,
+            &average.1,
+            device,
+            low,
+            &STOP,
+        )? {
+            let steps: Vec<String> = c.steps.iter().map(|s| s.to_string()).collect();
+            say(&format!(
+                "averaging the checkpoints of updates {}: validation BLEU {:.2} (loss {:.4}) against {:.2} ({:.4}) for the best validated weights, {:.0}s: {}",
+                steps.join(", "),
+                c.averaged_bleu,
+                c.averaged_loss,
+                c.best_bleu,
+                c.best_loss,
+                t0.elapsed().as_secs_f64(),
+                if c.replaced {
+                    format!("{} is now the average", model.display())
+                } else {
+                    "kept the best validated weights".to_string()
+                }
+            ));
+        }
+    }
     if calibrate.0 && fresh && group.is_none_or(|g| g.rank() == 0) && model.exists() {
         let t0 = Instant::now();
         let loaded = checkpoint::load_model_dir(&a.model_dir, device)?;
