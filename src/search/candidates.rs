@@ -135,8 +135,9 @@ pub fn best_candidates(
                 let bar = match best.worst() {
                     None => f32::NEG_INFINITY,
                     Some(w) => {
+                        // The rounding of `score + x` grows with the scores' magnitude.
                         let d = w - score;
-                        d - 1e-4 * (1.0 + d.abs())
+                        d - 1e-4 * (1.0 + d.abs()) - 8.0 * f32::EPSILON * (score.abs() + w.abs())
                     }
                 };
                 if any_at_or_above(chunk, bar) {
