@@ -13,14 +13,17 @@ pub fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::set_hook(Box::new(|_| {}));
     let result = catch_unwind(AssertUnwindSafe(f));
     std::panic::set_hook(previous);
-    result.map_err(|payload| {
-        let text = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".to_string());
-        text.lines().next().unwrap_or("").to_string()
-    })
+    result.map_err(|payload| message(payload.as_ref()))
+}
+
+/// The first line of a panic's message (`String` or `&str` payloads; else "unknown panic").
+pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string());
+    text.lines().next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]

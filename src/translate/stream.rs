@@ -195,16 +195,11 @@ pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
                         t.translate_batch(&texts)
                     }))
                     .unwrap_or_else(|payload| {
-                        let text = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".to_string());
                         Err(Error::Input(format!(
                             "translating lines {}-{} failed: {}",
                             lines.first().map_or(0, |l| l.0),
                             lines.last().map_or(0, |l| l.0),
-                            text.lines().next().unwrap_or("")
+                            crate::panic::message(payload.as_ref())
                         )))
                     });
                     if done_tx.send((lines, result)).is_err() {
