@@ -24,7 +24,12 @@
 use std::path::{Path, PathBuf};
 
 /// The C++ shim files compiled in every build, into one static library.
-const SHIM: &[&str] = &["csrc/adam.cpp", "csrc/autocast.cpp", "csrc/distributed.cpp"];
+const SHIM: &[&str] = &[
+    "csrc/adam.cpp",
+    "csrc/autocast.cpp",
+    "csrc/distributed.cpp",
+    "csrc/fused_rnn.cpp",
+];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");

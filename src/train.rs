@@ -289,6 +289,7 @@ impl<'a> Trainer<'a> {
         let mut vs = VarStore::new(device);
         let mut model = crate::model::build(&vs.root(), &config.model)?;
         model.set_fused_loss(config.train.fused_loss);
+        model.set_fused_rnn(config.train.fused_rnn);
         let t = &config.train;
         let mut opt = Adam::new(&vs, AdamConfig::from(t));
         opt.fused = t.fused_adam;
@@ -403,6 +404,7 @@ impl<'a> Trainer<'a> {
                 "train.lr" => self.state.schedule.lr = t.lr,
                 "train.fused_loss" => self.model.set_fused_loss(t.fused_loss),
                 "train.fused_adam" => self.opt.fused = t.fused_adam,
+                "train.fused_rnn" => self.model.set_fused_rnn(t.fused_rnn),
                 "train.patience" => {
                     self.state.schedule.stopped_early =
                         t.patience > 0 && self.state.schedule.bad_validations >= t.patience

@@ -173,6 +173,7 @@ pub const CHANGEABLE_ON_RESUME: &[&str] = &[
     "train.average_last",
     "train.fused_loss",
     "train.fused_adam",
+    "train.fused_rnn",
     "train.decay",
     "train.decay_steps",
     "train.decay_fraction",

@@ -106,6 +106,11 @@ pub struct TrainConfig {
     /// Take Adam's step with libtorch's fused multi-tensor AdamW kernel (`csrc/adam.cpp`);
     /// `false`: elementwise operations per parameter. The same update up to float rounding.
     pub fused_adam: bool,
+    /// Run the encoder and the teacher-forced decoder RNN in float32 on the CPU through
+    /// rnmt's fused recurrent layer (`csrc/fused_rnn.cpp`: one autograd node per layer, the two
+    /// directions on two threads); `false`: libtorch's `lstm`/`gru`. The same results up to
+    /// float rounding. No effect in bfloat16 or on CUDA (cuDNN).
+    pub fused_rnn: bool,
 }
 
 impl Default for TrainConfig {
@@ -138,6 +143,7 @@ impl Default for TrainConfig {
             average_last: 0,
             fused_loss: true,
             fused_adam: true,
+            fused_rnn: true,
             decay: DecayShape::Linear,
             decay_steps: None,
             decay_fraction: 0.3,

@@ -15,6 +15,7 @@ use super::attention::Attention;
 use super::cell::RecurrentLayer;
 use super::encoder::EncoderOutput;
 use super::flat::{self, RnnShape};
+use super::fused_rnn::{self, Direction};
 use super::linear::Linear;
 use super::output_loss::{fused_output_loss, pad_rows, OutputLoss};
 use crate::config::{AttentionType, CellType, DecoderConfig};
@@ -124,6 +125,9 @@ pub struct Decoder {
     /// On CUDA, the one cuDNN weight buffer the RNN weights are views of ([`flat`]), for
     /// [`Decoder::forward_fused`].
     flat: Option<Tensor>,
+    /// Run [`Decoder::rnn_fused`] in float32 on the CPU through rnmt's fused layer
+    /// ([`fused_rnn`]) instead of libtorch's `gru`/`lstm`.
+    pub fused: bool,
 }
 
 impl Decoder {
@@ -184,6 +188,7 @@ impl Decoder {
             feed,
             feed_dim,
             flat,
+            fused: fused_rnn::enabled_by_env(),
         }
     }
 
@@ -402,10 +407,27 @@ impl Decoder {
             }
             _ => emb.shallow_clone(),
         };
+        let dropout = if train { self.dropout } else { 0.0 };
+        if self.fused && fused_rnn::supports(&input) {
+            // Layer by layer, time-major, with dropout between layers as libtorch applies it.
+            let mut x = input.transpose(0, 1).contiguous();
+            for (i, l) in self.layers.iter().enumerate() {
+                if i > 0 && dropout > 0.0 {
+                    x = x.dropout(dropout, train);
+                }
+                let dir = Direction {
+                    x: &x,
+                    h0: &state.hidden[i],
+                    c0: state.cell.get(i),
+                    params: [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh],
+                };
+                x = fused_rnn::run(l.cell, &dir, None).remove(0);
+            }
+            return x.transpose(0, 1);
+        }
         let params = rnn_params(&self.layers);
         let n = self.layers.len() as i64;
         let h0 = Tensor::stack(&state.hidden, 0); // [layers, batch, hidden]
-        let dropout = if train { self.dropout } else { 0.0 };
         match self.layers[0].cell {
             CellType::Gru => {
                 input

@@ -24,6 +24,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use super::flat::{self, RnnShape};
+use super::fused_rnn::{self, Direction};
 use super::init;
 use crate::config::{CellType, EncoderConfig};
 
@@ -70,6 +71,8 @@ pub struct Encoder {
     params: Vec<Tensor>,
     /// On CUDA, the one cuDNN weight buffer the parameters are views of ([`flat`]).
     flat: Option<Tensor>,
+    /// Run float32 on the CPU through rnmt's fused layer ([`fused_rnn`]) instead of libtorch's.
+    pub fused: bool,
 }
 
 impl Encoder {
@@ -110,6 +113,7 @@ impl Encoder {
             dropout: cfg.dropout,
             params,
             flat,
+            fused: fused_rnn::enabled_by_env(),
         }
     }
 
@@ -285,27 +289,46 @@ impl Encoder {
         let h0 = Tensor::zeros([1, batch, self.hidden], (kind, device));
         let c0 = h0.zeros_like();
         let mut finals = None;
+        let fused = self.fused && low.is_none() && fused_rnn::supports(&x);
         for layer in 0..self.layers as usize {
-            let mut outs = Vec::with_capacity(2);
-            for dir in 0..2 {
-                let params: Vec<&Tensor> = params[(2 * layer + dir) * 4..][..4].iter().collect();
-                let input = if dir == 0 {
-                    x.shallow_clone()
-                } else {
-                    flat_rows(&x)
-                        .index_select(0, &reverse)
-                        .reshape([src_len, batch, -1])
-                };
-                let out = match self.cell {
-                    CellType::Lstm => {
-                        input
-                            .lstm(&[&h0, &c0], &params, true, 1, 0.0, train, false, false)
-                            .0
+            let reversed = flat_rows(&x)
+                .index_select(0, &reverse)
+                .reshape([src_len, batch, -1]);
+            let inputs = [x.shallow_clone(), reversed];
+            let layer_params = |dir: usize| -> Vec<&Tensor> {
+                params[(2 * layer + dir) * 4..][..4].iter().collect()
+            };
+            let outs: Vec<Tensor> = if fused {
+                let h0 = h0.get(0);
+                let c0 = (self.cell == CellType::Lstm).then(|| h0.shallow_clone());
+                let dir = |d: usize| {
+                    let p = layer_params(d);
+                    Direction {
+                        x: &inputs[d],
+                        h0: &h0,
+                        c0: c0.as_ref(),
+                        params: [p[0], p[1], p[2], p[3]],
                     }
-                    CellType::Gru => input.gru(&h0, &params, true, 1, 0.0, train, false, false).0,
                 };
-                outs.push(out);
-            }
+                fused_rnn::run(self.cell, &dir(0), Some(&dir(1)))
+            } else {
+                (0..2)
+                    .map(|dir| {
+                        let params = layer_params(dir);
+                        let input = &inputs[dir];
+                        match self.cell {
+                            CellType::Lstm => {
+                                input
+                                    .lstm(&[&h0, &c0], &params, true, 1, 0.0, train, false, false)
+                                    .0
+                            }
+                            CellType::Gru => {
+                                input.gru(&h0, &params, true, 1, 0.0, train, false, false).0
+                            }
+                        }
+                    })
+                    .collect()
+            };
             let top = layer + 1 == self.layers as usize;
             if top {
                 // Left to right ends at len - 1; right to left ends at position 0, which is

@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod embedding;
 pub mod encoder;
 pub mod flat;
+pub mod fused_rnn;
 pub mod init;
 pub mod linear;
 pub mod output_loss;

@@ -98,6 +98,14 @@ impl Seq2Seq {
         self.fused_loss = fused;
     }
 
+    /// Chooses rnmt's fused recurrent layer (`true`, the default unless `RNMT_FUSED_RNN=0`) or
+    /// libtorch's kernels for the encoder and the teacher-forced decoder RNN, in float32 on the
+    /// CPU ([`super::fused_rnn`]); both give the same results up to rounding.
+    pub fn set_fused_rnn(&mut self, fused: bool) {
+        self.encoder.fused = fused;
+        self.decoder.fused = fused;
+    }
+
     /// Sets the output layer's bias to `log_prior [tgt_vocab]` (log unigram probabilities of
     /// the training targets), so the untrained model already predicts the word frequencies
     /// instead of a uniform distribution over the vocabulary.
