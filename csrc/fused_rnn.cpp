@@ -21,7 +21,9 @@
 // C++ exceptions and returns them as a malloc'ed message (NULL on success).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/DispatchKeySet.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -74,12 +76,15 @@ inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x))
 
 // ---- LSTM pointwise passes (rows of `h` values; gates rows are 4h wide: i, f, g, o) ----
 
-// In: g = pre-activation gates [rows, 4h], c_prev [rows, h]. Out: g activated in place,
-// c, tc = tanh(c), out = o * tc.
-RNMT_CLONES void lstm_forward_rows(float* g, const float* c_prev, float* c, float* tc,
-                                   float* out, int64_t rows, int64_t h) {
+// In: g = pre-activation gates [rows, 4h] (plus `bias` [4h] when not NULL), c_prev [rows, h].
+// Out: g activated in place, c, tc = tanh(c), out = o * tc.
+RNMT_CLONES void lstm_forward_rows(float* g, const float* bias, const float* c_prev, float* c,
+                                   float* tc, float* out, int64_t rows, int64_t h) {
   for (int64_t b = 0; b < rows; ++b) {
     float* gr = g + b * 4 * h;
+    if (bias != nullptr) {
+      for (int64_t j = 0; j < 4 * h; ++j) gr[j] += bias[j];
+    }
     for (int64_t j = 0; j < 2 * h; ++j) gr[j] = sigmoid(gr[j]);
     for (int64_t j = 2 * h; j < 3 * h; ++j) gr[j] = tanh_approx(gr[j]);
     for (int64_t j = 3 * h; j < 4 * h; ++j) gr[j] = sigmoid(gr[j]);
@@ -126,23 +131,25 @@ RNMT_CLONES void lstm_backward_rows(const float* a, const float* c_prev, const f
 
 // ---- GRU pointwise passes (gates rows 3h wide: r, z, n) ----
 
-// In: gi = x W_ih^T + b_ih for this step [rows, 3h] (replaced by the activations r, z, n),
-// gh = h_prev W_hh^T + b_hh [rows, 3h], h_prev. Out: ghn = gh's n part [rows, h] (kept for
-// backward), out = the new h.
-RNMT_CLONES void gru_forward_rows(float* gi, const float* gh, const float* h_prev, float* ghn,
-                                  float* out, int64_t rows, int64_t h) {
+// In: gi = x W_ih^T + b_ih for this step [rows, 3h], gh = h_prev W_hh^T + b_hh [rows, 3h],
+// h_prev. Out: acts = the activations r, z, n [rows, 3h] (may be gi itself), ghn = gh's n
+// part [rows, h] (kept for backward), out = the new h.
+RNMT_CLONES void gru_forward_rows(const float* gi, float* acts, const float* gh,
+                                  const float* h_prev, float* ghn, float* out, int64_t rows,
+                                  int64_t h) {
   for (int64_t b = 0; b < rows; ++b) {
-    float* ar = gi + b * 3 * h;
+    const float* ir = gi + b * 3 * h;
+    float* ar = acts + b * 3 * h;
     const float* ghr = gh + b * 3 * h;
     const float* hp = h_prev + b * h;
     float* gnr = ghn + b * h;
     float* orow = out + b * h;
-    for (int64_t j = 0; j < 2 * h; ++j) ar[j] = sigmoid(ar[j] + ghr[j]);
+    for (int64_t j = 0; j < 2 * h; ++j) ar[j] = sigmoid(ir[j] + ghr[j]);
     for (int64_t j = 0; j < h; ++j) {
       float r = ar[j], z = ar[h + j];
       float hn = ghr[2 * h + j];
       gnr[j] = hn;
-      float n = tanh_approx(ar[2 * h + j] + r * hn);
+      float n = tanh_approx(ir[2 * h + j] + r * hn);
       ar[2 * h + j] = n;
       orow[j] = n + z * (hp[j] - n);
     }
@@ -230,8 +237,8 @@ Saved forward_one(int64_t cell, const Seq& s) {
       float* c = r.c[t].data_ptr<float>();
       float* tc = r.tc[t].data_ptr<float>();
       over_rows(B, G * H, [&](int64_t b0, int64_t b1) {
-        lstm_forward_rows(gp + b0 * 4 * H, cp + b0 * H, c + b0 * H, tc + b0 * H, out + b0 * H,
-                          b1 - b0, H);
+        lstm_forward_rows(gp + b0 * 4 * H, nullptr, cp + b0 * H, c + b0 * H, tc + b0 * H,
+                          out + b0 * H, b1 - b0, H);
       });
     } else {
       at::addmm_out(gh, s.b_hh, h_prev, w_hh_t);
@@ -240,8 +247,8 @@ Saved forward_one(int64_t cell, const Seq& s) {
       const float* hp = h_prev.data_ptr<float>();
       float* ghn = r.ghn[t].data_ptr<float>();
       over_rows(B, G * H, [&](int64_t b0, int64_t b1) {
-        gru_forward_rows(gp + b0 * 3 * H, ghp + b0 * 3 * H, hp + b0 * H, ghn + b0 * H,
-                         out + b0 * H, b1 - b0, H);
+        gru_forward_rows(gp + b0 * 3 * H, gp + b0 * 3 * H, ghp + b0 * 3 * H, hp + b0 * H,
+                         ghn + b0 * H, out + b0 * H, b1 - b0, H);
       });
     }
   }
@@ -411,6 +418,8 @@ extern "C" {
 // out[0] (and out[1]): the hidden states [T, B, H]. Differentiable in every input.
 char* rnmt_fused_rnn(int64_t cell, at::Tensor** seq0, at::Tensor** seq1, at::Tensor** out) {
   try {
+    // The products inside stay float32 under an autocast region (which would lower them).
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     auto in = [](at::Tensor* t) { return t == nullptr ? at::empty({0}) : *t; };
     at::Tensor a[14];
     for (int i = 0; i < 7; ++i) {
@@ -430,6 +439,68 @@ char* rnmt_fused_rnn(int64_t cell, at::Tensor** seq0, at::Tensor** seq1, at::Ten
     return message("unknown C++ exception in the fused RNN");
   }
 }
+
+// One time step without autograd (decoding): `gi` [B, G*H] is the step's input projection
+// with b_ih, `h` [B, H] the previous state, `c` [B, H] the previous cell state (LSTM; NULL for
+// a GRU). Writes the new h (and c) as new tensors to out_h (and out_c). Refuses to run where
+// autograd would record (the caller then takes libtorch's operations).
+char* rnmt_rnn_step(int64_t cell, at::Tensor* gi, at::Tensor* h, at::Tensor* c, at::Tensor* w_hh,
+                    at::Tensor* b_hh, at::Tensor** out_h, at::Tensor** out_c) {
+  try {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    TORCH_CHECK(!c10::GradMode::is_enabled(), "rnmt_rnn_step runs without autograd only");
+    const at::Tensor x = gi->contiguous();
+    const at::Tensor hp = h->contiguous();
+    const int64_t B = x.size(0), H = hp.size(1);
+    TORCH_CHECK(x.scalar_type() == at::kFloat && hp.scalar_type() == at::kFloat,
+                "rnmt_rnn_step: float32 only");
+    at::Tensor h_new = at::empty({B, H}, x.options());
+    at::Tensor w_t = w_hh->t();
+    if (cell == kLstm) {
+      TORCH_CHECK(c != nullptr, "rnmt_rnn_step: an LSTM needs its cell state");
+      const at::Tensor cp = c->contiguous();
+      at::Tensor gates = at::addmm(x, hp, w_t);
+      at::Tensor bias = b_hh->contiguous();
+      at::Tensor c_new = at::empty({B, H}, x.options());
+      at::Tensor tc = at::empty({B, H}, x.options());
+      float* g = gates.data_ptr<float>();
+      const float* bp = bias.data_ptr<float>();
+      const float* cpp = cp.data_ptr<float>();
+      float* cn = c_new.data_ptr<float>();
+      float* t = tc.data_ptr<float>();
+      float* o = h_new.data_ptr<float>();
+      over_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
+        lstm_forward_rows(g + b0 * 4 * H, bp, cpp + b0 * H, cn + b0 * H, t + b0 * H,
+                          o + b0 * H, b1 - b0, H);
+      });
+      *out_c = new at::Tensor(c_new);
+    } else {
+      at::Tensor gh = at::addmm(*b_hh, hp, w_t);
+      at::Tensor acts = at::empty({B, 3 * H}, x.options());
+      at::Tensor ghn = at::empty({B, H}, x.options());
+      const float* ip = x.data_ptr<float>();
+      float* a = acts.data_ptr<float>();
+      const float* ghp = gh.data_ptr<float>();
+      const float* hpp = hp.data_ptr<float>();
+      float* gn = ghn.data_ptr<float>();
+      float* o = h_new.data_ptr<float>();
+      over_rows(B, 3 * H, [&](int64_t b0, int64_t b1) {
+        gru_forward_rows(ip + b0 * 3 * H, a + b0 * 3 * H, ghp + b0 * 3 * H, hpp + b0 * H,
+                         gn + b0 * H, o + b0 * H, b1 - b0, H);
+      });
+      if (out_c != nullptr) *out_c = nullptr;
+    }
+    *out_h = new at::Tensor(h_new);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return message(e.what());
+  } catch (...) {
+    return message("unknown C++ exception in the fused RNN step");
+  }
+}
+
+// Whether autograd records operations on this thread now.
+int rnmt_grad_enabled() { return c10::GradMode::is_enabled() ? 1 : 0; }
 
 void rnmt_fused_rnn_free_message(char* message) { std::free(message); }
 

@@ -91,6 +91,11 @@ impl RecurrentLayer {
         c: Option<&Tensor>,
         w_hh_low: Option<&Tensor>,
     ) -> (Tensor, Option<Tensor>) {
+        if w_hh_low.is_none() {
+            if let Some(out) = super::fused_rnn::step(self.cell, gi, h, c, &self.w_hh, &self.b_hh) {
+                return out;
+            }
+        }
         let gh = match w_hh_low {
             Some(w) => super::decoder::low_linear(h, w, Some(&self.b_hh)),
             None => h.linear(&self.w_hh, Some(&self.b_hh)),

@@ -28,6 +28,17 @@ extern "C" {
         seq1: *const *const C_tensor,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
+    fn rnmt_rnn_step(
+        cell: i64,
+        gi: *const C_tensor,
+        h: *const C_tensor,
+        c: *const C_tensor,
+        w_hh: *const C_tensor,
+        b_hh: *const C_tensor,
+        out_h: *mut *mut C_tensor,
+        out_c: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn rnmt_grad_enabled() -> i32;
     fn rnmt_fused_rnn_free_message(message: *mut c_char);
 }
 
@@ -51,10 +62,76 @@ pub fn supports(x: &Tensor) -> bool {
     x.device() == Device::Cpu && x.kind() == Kind::Float
 }
 
-/// Whether decoding may use the fused layer: `RNMT_FUSED_RNN=0` turns it off (training reads
-/// `train.fused_rnn`).
+/// Whether the fused layer and step are on by default: `RNMT_FUSED_RNN=0` turns them off
+/// (training also reads `train.fused_rnn`). Read once per process.
 pub fn enabled_by_env() -> bool {
-    std::env::var("RNMT_FUSED_RNN").map_or(true, |v| v != "0")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RNMT_FUSED_RNN").map_or(true, |v| v != "0"))
+}
+
+fn cell_code(cell: CellType) -> i64 {
+    match cell {
+        CellType::Lstm => 0,
+        CellType::Gru => 1,
+    }
+}
+
+/// Takes a message returned by the C++ side (NULL: none).
+fn take_message(msg: *mut c_char) -> Option<String> {
+    if msg.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    unsafe { rnmt_fused_rnn_free_message(msg) };
+    Some(text)
+}
+
+/// One decoding step of `cell` in one fused pass, without autograd: `gi [B, G*H]` (the step's
+/// input projection, `b_ih` included), `h [B, H]`, `c [B, H]` (LSTM), this layer's `w_hh` and
+/// `b_hh`. Returns the new `(h, c)` (`c` `None` for a GRU), or `None` where it does not apply
+/// (autograd recording, not float32 on the CPU, or turned off), for libtorch's operations.
+pub fn step(
+    cell: CellType,
+    gi: &Tensor,
+    h: &Tensor,
+    c: Option<&Tensor>,
+    w_hh: &Tensor,
+    b_hh: &Tensor,
+) -> Option<(Tensor, Option<Tensor>)> {
+    if !enabled_by_env()
+        || !supports(gi)
+        || h.kind() != Kind::Float
+        || w_hh.kind() != Kind::Float
+        || unsafe { rnmt_grad_enabled() } != 0
+        || (cell == CellType::Lstm && c.is_none())
+    {
+        return None;
+    }
+    let mut out_h: *mut C_tensor = ptr::null_mut();
+    let mut out_c: *mut C_tensor = ptr::null_mut();
+    let msg = unsafe {
+        rnmt_rnn_step(
+            cell_code(cell),
+            gi.as_ptr(),
+            h.as_ptr(),
+            c.map_or(ptr::null(), |c| c.as_ptr()),
+            w_hh.as_ptr(),
+            b_hh.as_ptr(),
+            &mut out_h,
+            &mut out_c,
+        )
+    };
+    if let Some(e) = take_message(msg) {
+        panic!("fused RNN step: {e}");
+    }
+    let h = unsafe { Tensor::from_ptr(out_h) };
+    let c = (!out_c.is_null()).then(|| unsafe { Tensor::from_ptr(out_c) });
+    Some((h, c))
 }
 
 /// Runs `cell` over one direction, or two at once. Returns the hidden states `[T, B, H]` of
@@ -96,26 +173,15 @@ pub fn try_run(
     let pa = ptrs(&a);
     let pb = b.as_deref().map(ptrs);
     let mut out: [*mut C_tensor; 2] = [ptr::null_mut(); 2];
-    let code = match cell {
-        CellType::Lstm => 0,
-        CellType::Gru => 1,
-    };
     let msg = unsafe {
         rnmt_fused_rnn(
-            code,
+            cell_code(cell),
             pa.as_ptr(),
             pb.as_ref().map_or(ptr::null(), |p| p.as_ptr()),
             out.as_mut_ptr(),
         )
     };
-    if !msg.is_null() {
-        let text = unsafe { CStr::from_ptr(msg) }
-            .to_string_lossy()
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        unsafe { rnmt_fused_rnn_free_message(msg) };
+    if let Some(text) = take_message(msg) {
         return Err(text);
     }
     let n = if second.is_some() { 2 } else { 1 };
@@ -250,6 +316,38 @@ mod tests {
             }
         }
         tch::set_num_threads(threads);
+    }
+
+    /// A decoding step equals libtorch's `gru_cell` / `lstm_cell`, and is not taken where
+    /// autograd records.
+    #[test]
+    fn step_matches_libtorch_cells() {
+        for cell in [CellType::Lstm, CellType::Gru] {
+            tch::manual_seed(13);
+            let v = inputs(cell, 1, 7, 5, 9);
+            let x = v[0].get(0);
+            let (h, c) = (&v[1], &v[2]);
+            assert!(
+                step(cell, &x, h, Some(c), &v[4], &v[6]).is_none(),
+                "taken with autograd on"
+            );
+            tch::no_grad(|| {
+                let gi = x.linear(&v[3], Some(&v[5]));
+                let (h1, c1) = step(cell, &gi, h, Some(c), &v[4], &v[6]).expect("taken");
+                match cell {
+                    CellType::Gru => {
+                        let r = x.gru_cell(h, &v[3], &v[4], Some(&v[5]), Some(&v[6]));
+                        assert!(max_diff(&h1, &r) < 1e-6);
+                        assert!(c1.is_none());
+                    }
+                    CellType::Lstm => {
+                        let (rh, rc) = x.lstm_cell(&[h, c], &v[3], &v[4], Some(&v[5]), Some(&v[6]));
+                        assert!(max_diff(&h1, &rh) < 1e-6);
+                        assert!(max_diff(&c1.unwrap(), &rc) < 1e-6);
+                    }
+                }
+            });
+        }
     }
 
     /// Saturated gates (pre-activations in the tens, where exp over- or underflows) match
