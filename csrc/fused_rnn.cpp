@@ -333,7 +333,9 @@ variable_list forward_all(AutogradContext* ctx, int64_t cell, std::vector<Seq> s
     for (auto& [name, t] : std::vector<std::pair<const char*, at::Tensor>>{
              {"x", s.x}, {"h0", s.h0}, {"c0", s.c0}, {"wi", s.w_ih}, {"wh", s.w_hh},
              {"acts", r.acts}, {"c", r.c}, {"tc", r.tc}, {"ghn", r.ghn}, {"out", r.out}}) {
-      if (t.defined()) ctx->saved_data[p + name] = t;
+      // Detached aliases: the values only. Keeping the output itself would tie it to this
+      // node (its grad_fn) in a cycle that is never freed.
+      if (t.defined()) ctx->saved_data[p + name] = t.detach();
     }
     outs.push_back(r.out);
   }

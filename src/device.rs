@@ -17,7 +17,7 @@ pub struct DeviceArgs {
     /// fp32; bf16 (weights, gradients and Adam stay float32; on CUDA autocast for the
     /// forward passes; on a CPU with bfloat16 instructions the encoder and the output layer,
     /// and in decoding the decoder's products); or auto (bf16 on such a CPU, else fp32).
-    /// Default: fp32 for rnmt-train, auto for rnmt-translate and rnmt-serve.
+    /// Default: auto.
     #[arg(long = "precision", value_enum, value_name = "PRECISION")]
     pub precision_arg: Option<Precision>,
     /// The precision in use: `--precision`, else the binary's default, resolved for the

@@ -144,7 +144,11 @@ fn run(mut a: Args) -> Result<()> {
         // One GPU per process on a machine.
         device = parse_device(&format!("cuda:{}", l.local_rank))?;
     }
-    a.dev.precision = a.dev.precision_arg.unwrap_or_default().resolved(device);
+    a.dev.precision = a
+        .dev
+        .precision_arg
+        .unwrap_or(rnmt::precision::Precision::Auto)
+        .resolved(device);
     a.dev.precision.check(device)?;
     let group = match &launch {
         Some(l) => {

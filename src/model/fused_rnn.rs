@@ -350,6 +350,40 @@ mod tests {
         }
     }
 
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// Forward and backward leave nothing behind: the saved activations go with the graph
+    /// (the node must not keep its own output, which would tie them in a cycle). 40 rounds of
+    /// 13 MB of saved tensors each stay within 200 MB of growth.
+    #[test]
+    fn saved_tensors_are_freed_with_the_graph() {
+        if !std::path::Path::new("/proc/self/statm").exists() {
+            eprintln!("skipped: no /proc/self/statm to read the memory from");
+            return;
+        }
+        tch::manual_seed(1);
+        let v = inputs(CellType::Lstm, 50, 64, 32, 256);
+        let round = || {
+            let out = run(CellType::Lstm, &direction(CellType::Lstm, &v), None).remove(0);
+            out.sum(Kind::Float).backward();
+        };
+        round();
+        let before = rss_bytes();
+        for _ in 0..40 {
+            round();
+        }
+        let grown = rss_bytes().saturating_sub(before);
+        assert!(grown < 200 << 20, "memory grew by {} MB", grown >> 20);
+    }
+
     /// Saturated gates (pre-activations in the tens, where exp over- or underflows) match
     /// libtorch and stay finite.
     #[test]
