@@ -467,21 +467,17 @@ impl<'a> Trainer<'a> {
                     if t.max_steps.is_some_and(|m| self.state.step >= m) {
                         break 'outer StopReason::MaxSteps;
                     }
-                    let mut time_up = max_time.is_some_and(|m| started.elapsed() >= m);
-                    let mut interrupted = self.stop.load(Ordering::SeqCst);
-                    if let Some(g) = self.group {
-                        // One decision for all ranks: clocks and signals differ between them.
-                        let any = g.any(&[time_up, interrupted])?;
-                        (time_up, interrupted) = (any[0], any[1]);
-                    }
-                    if time_up {
+                    let time_up = max_time.is_some_and(|m| started.elapsed() >= m);
+                    let interrupted = self.stop.load(Ordering::SeqCst);
+                    let agreed = self.agree(time_up, interrupted)?;
+                    if agreed.time_up {
                         break 'outer StopReason::MaxTime;
                     }
-                    if interrupted {
+                    if agreed.interrupted {
                         break 'outer StopReason::Interrupted;
                     }
                     let batches = source.next_batches(per_update);
-                    let (loss, tokens, secs) = self.update_batches(&batches)?;
+                    let (loss, tokens, secs) = self.update_batches(&batches, agreed.progress)?;
                     window.add(loss, tokens);
                     self.state.tokens += tokens as u64;
                     self.state.train_seconds += secs;
@@ -594,14 +590,17 @@ impl<'a> Trainer<'a> {
     /// Updates over several batches (of one update, in order): those of this
     /// rank (see the module docs) are computed here, the gradients summed over the ranks.
     /// Returns (per-token loss over all the batches, their target tokens, seconds).
-    fn update_batches(&mut self, batches: &[Vec<Example>]) -> Result<(f64, usize, f64)> {
+    fn update_batches(
+        &mut self,
+        batches: &[Vec<Example>],
+        progress: Option<f64>,
+    ) -> Result<(f64, usize, f64)> {
         let start = Instant::now();
         let (rank, world) = self.group.map_or((0, 1), |g| (g.rank(), g.world_size()));
         if self.group.is_some() && !self.grads_ready {
             self.opt.define_grads();
             self.grads_ready = true;
         }
-        let progress = self.time_progress()?;
         if let Some(c) = &self.clock {
             self.state.schedule.budget_seconds = c.seconds();
         }
@@ -636,7 +635,7 @@ impl<'a> Trainer<'a> {
         if !value.is_finite() {
             return Err(Error::NonFinite {
                 step: self.state.step + 1,
-                what: "loss",
+                what: "loss".into(),
                 value,
             });
         }
@@ -644,7 +643,7 @@ impl<'a> Trainer<'a> {
         if !norm.is_finite() {
             return Err(Error::NonFinite {
                 step: self.state.step + 1,
-                what: "gradient norm",
+                what: "gradient norm".into(),
                 value: norm,
             });
         }
@@ -652,24 +651,32 @@ impl<'a> Trainer<'a> {
         Ok((value, tokens, start.elapsed().as_secs_f64()))
     }
 
-    /// The fraction of the time budget used before this update, when the learning rate
-    /// follows it; rank 0's clock decides for every rank.
-    fn time_progress(&self) -> Result<Option<f64>> {
-        if !self.schedule.follows_time() {
-            return Ok(None);
-        }
-        let mine = self.clock.and_then(|c| c.progress());
+    /// One decision for all ranks before an update, from one all-reduce: stop for the time
+    /// budget or a signal when any rank says so (clocks and signals differ between ranks),
+    /// and the fraction of the time budget used, by rank 0's clock, when the learning rate
+    /// follows it. A single process decides alone.
+    fn agree(&self, time_up: bool, interrupted: bool) -> Result<Agreement> {
+        let follows = self.schedule.follows_time();
+        let mine = self.clock.and_then(|c| c.progress()).filter(|_| follows);
         let Some(g) = self.group else {
-            return Ok(mine);
+            return Ok(Agreement {
+                time_up,
+                interrupted,
+                progress: mine,
+            });
         };
-        let sent = mine.unwrap_or(-1.0).to_le_bytes().to_vec();
-        let got = g.from_rank0(Ok(sent))?;
-        let p = got
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(f64::from_le_bytes)
-            .unwrap_or(-1.0);
-        Ok((p >= 0.0).then_some(p))
+        // Only rank 0 contributes its clock (-1: none), so the sum is its value exactly.
+        let clock = if g.rank() == 0 {
+            mine.unwrap_or(-1.0)
+        } else {
+            0.0
+        };
+        let sum = g.sum_f64(&[time_up as u8 as f64, interrupted as u8 as f64, clock])?;
+        Ok(Agreement {
+            time_up: sum[0] > 0.0,
+            interrupted: sum[1] > 0.0,
+            progress: (follows && sum[2] >= 0.0).then_some(sum[2]),
+        })
     }
 
     /// Whether this process writes the model directory (rank 0, or a single process).
@@ -687,22 +694,20 @@ impl<'a> Trainer<'a> {
         let Some(g) = self.group else {
             return self.validate_and_save(schedule, bar);
         };
-        /// `validation` as the bits of loss, perplexity and BLEU: JSON has no infinity, and a
-        /// perplexity can be infinite.
-        #[derive(Serialize, Deserialize)]
-        struct Outcome {
-            state: TrainerState,
-            validation: Option<[u64; 3]>,
-        }
         if g.rank() == 0 {
             let r = self.validate_and_save(schedule, bar);
             let sent = match &r {
-                Ok(v) => Ok(Some([v.loss, v.ppl, v.bleu].map(f64::to_bits))),
-                Err(Error::Interrupted) => Ok(None),
+                Ok(v) => Ok(Shared::Validated([v.loss, v.ppl, v.bleu].map(f64::to_bits))),
+                Err(Error::Interrupted) => Ok(Shared::Interrupted),
+                Err(Error::NonFinite { step, what, value }) => Ok(Shared::Diverged {
+                    step: *step,
+                    what: what.clone(),
+                    value: value.to_bits(),
+                }),
                 Err(e) => Err(error_chain(e)),
             }
             .and_then(|validation| {
-                let o = Outcome {
+                let o = SharedValidation {
                     state: self.state.clone(),
                     validation,
                 };
@@ -714,11 +719,22 @@ impl<'a> Trainer<'a> {
             return Ok(v);
         }
         let bytes = g.from_rank0(Err(String::new()))?;
-        let o: Outcome = serde_json::from_slice(&bytes)
+        let o: SharedValidation = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Distributed(format!("rank 0's validation: {e}")))?;
         self.state = o.state;
-        let [loss, ppl, bleu] = o.validation.ok_or(Error::Interrupted)?.map(f64::from_bits);
-        Ok(Validation { loss, ppl, bleu })
+        match o.validation {
+            Shared::Validated(bits) => {
+                let [loss, ppl, bleu] = bits.map(f64::from_bits);
+                Ok(Validation { loss, ppl, bleu })
+            }
+            Shared::Interrupted => Err(Error::Interrupted),
+            // Every rank stops with rank 0's divergence, as its own error: the same line.
+            Shared::Diverged { step, what, value } => Err(Error::NonFinite {
+                step,
+                what,
+                value: f64::from_bits(value),
+            }),
+        }
     }
 
     /// Validation loss, perplexity and greedy BLEU on the validation set.
@@ -747,7 +763,7 @@ impl<'a> Trainer<'a> {
         if broken {
             return Err(Error::NonFinite {
                 step: self.state.step,
-                what: "model (a parameter)",
+                what: "model (a parameter)".into(),
                 value: f64::NAN,
             });
         }
@@ -977,6 +993,34 @@ pub fn check_batches_per_update(state: &TrainerState, world: u64, accumulate: u6
         "this run was trained with {} process(es) x train.accumulate {} = {saved} batches per update, and {world} x {accumulate} = {now} would change what an update sees: {hint}, or train in a new --model-dir",
         state.world_size, state.accumulate
     )))
+}
+
+/// What the ranks agreed on before an update ([`Trainer::agree`]).
+struct Agreement {
+    time_up: bool,
+    interrupted: bool,
+    progress: Option<f64>,
+}
+
+/// Rank 0's validation as every rank receives it, with the progress it saved.
+#[derive(Serialize, Deserialize)]
+struct SharedValidation {
+    state: TrainerState,
+    validation: Shared,
+}
+
+/// A validation's outcome, as bits (JSON has no infinity, and a perplexity can be infinite).
+#[derive(Serialize, Deserialize)]
+enum Shared {
+    /// Loss, perplexity and BLEU.
+    Validated([u64; 3]),
+    Interrupted,
+    /// [`Error::NonFinite`]: every rank stops with it.
+    Diverged {
+        step: u64,
+        what: String,
+        value: u64,
+    },
 }
 
 /// What rank 0 sends the other ranks when a data-parallel run starts.
