@@ -90,7 +90,7 @@ impl Trainer<'_> {
             &self.state,
             &v,
             kind,
-            self.state.schedule.lr,
+            lr,
         ))?;
         report::write_curves(&self.model_dir);
         self.save_last()?;
