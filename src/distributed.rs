@@ -382,6 +382,17 @@ impl ProcessGroup {
         }
     }
 
+    /// Each value summed over all ranks, in double precision (exact for counts, and for a
+    /// value only one rank contributes while the others give 0).
+    pub fn sum_f64(&self, values: &[f64]) -> Result<Vec<f64>> {
+        let t = Tensor::from_slice(values).to_device(self.control);
+        self.all_reduce_sum(std::slice::from_ref(&t))?;
+        Vec::<f64>::try_from(&t.to_device(Device::Cpu)).map_err(|source| Error::ToHost {
+            what: "summed values".into(),
+            source,
+        })
+    }
+
     /// For each flag, whether it is set on any rank.
     pub fn any(&self, flags: &[bool]) -> Result<Vec<bool>> {
         let counts: Vec<i64> = flags.iter().map(|&f| f as i64).collect();

@@ -49,11 +49,7 @@ pub enum Error {
         source: csv::Error,
     },
     #[error("training diverged: the {what} is {value} at update {step}; the best checkpoint is untouched (try a lower train.lr or train.clip_norm)")]
-    NonFinite {
-        step: u64,
-        what: &'static str,
-        value: f64,
-    },
+    NonFinite { step: u64, what: String, value: f64 },
     /// The model gave NaN or infinite scores while decoding (broken weights).
     #[error("the model's scores are not finite (NaN or infinity) at output step {step}: its weights are broken, e.g. by a diverged training run")]
     NonFiniteScores { step: usize },

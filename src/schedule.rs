@@ -76,7 +76,7 @@ impl ScheduleState {
 }
 
 /// What one validation changed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
     pub improved: bool,
     /// The new peak learning rate, when it was decayed.

@@ -53,7 +53,7 @@ pub fn validate(
     if !loss.is_finite() {
         return Err(Error::NonFinite {
             step,
-            what: "validation loss",
+            what: "validation loss".into(),
             value: loss,
         });
     }
@@ -76,7 +76,7 @@ pub fn validate(
     .map_err(|e| match e {
         Error::NonFiniteScores { .. } => Error::NonFinite {
             step,
-            what: "validation decoding score",
+            what: "validation decoding score".into(),
             value: f64::NAN,
         },
         other => other,

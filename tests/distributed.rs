@@ -430,10 +430,11 @@ fn early_stopping_and_the_schedule_follow_rank_0() {
 #[test]
 fn divergence_stops_every_rank_at_the_same_update() {
     let dir = tempfile::tempdir().unwrap();
-    // lr 1e38: a NaN loss in update 2, seen by both ranks at once (the loss and the gradient
-    // norm are those after the all-reduce). lr 1e30: NaN scores in rank 0's validation,
-    // which reach rank 1 as rank 0's error.
-    for (lr, in_update) in [("1e38", true), ("1e30", false)] {
+    // Where the first NaN appears (in an update's loss or gradient norm, both after the
+    // all-reduce, or in rank 0's validation) is up to float rounding, and differs between
+    // CPUs. What the protocol guarantees: every rank decides from the same numbers, so every
+    // rank stops with the same "training diverged" line, naming the same update.
+    for lr in ["1e38", "1e30"] {
         let model = dir.path().join(format!("model-{lr}"));
         let lr = format!("train.lr={lr}");
         let outputs = run_ranks(dir.path(), &model, 2, &["--max-steps", "40", "--set", &lr]);
@@ -448,17 +449,13 @@ fn divergence_stops_every_rank_at_the_same_update() {
                     .to_string()
             })
             .collect();
-        assert!(lines[0].contains("training diverged"), "{}", lines[0]);
-        let rank0 = lines[0].trim_start_matches("rnmt-train: error: ");
-        if in_update {
-            assert!(lines[0].contains("the loss is NaN"), "{}", lines[0]);
-            assert_eq!(lines[1], lines[0]);
-        } else {
-            assert_eq!(
-                lines[1],
-                format!("rnmt-train: error: distributed training: rank 0 stopped: {rank0}")
-            );
-        }
+        assert!(
+            lines[0].starts_with("rnmt-train: error: training diverged: the "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(" at update "), "{}", lines[0]);
+        assert_eq!(lines[1], lines[0], "the ranks stopped differently");
     }
 }
 

@@ -511,3 +511,52 @@ fn precision_bf16_trains_where_bfloat16_is_native_and_is_refused_elsewhere() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
 }
+
+/// metrics.csv's `lr` is the rate the update before the validation used (warm-up and the
+/// budgeted decay included), the one the validation's log line shows, not the peak rate.
+#[test]
+fn metrics_record_the_learning_rate_of_the_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    let out = train(
+        tmp.path(),
+        &model,
+        &[
+            "--max-steps",
+            "6",
+            "--set",
+            "train.valid_every=2",
+            "--set",
+            "train.lr=0.001",
+            "--set",
+            "train.warmup_steps=4",
+            "--set",
+            "train.decay=linear",
+            "--set",
+            "train.decay_steps=8",
+            "--set",
+            "train.decay_fraction=1.0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = metrics.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0][6], "lr", "{metrics}");
+    // Updates 2, 4 and 6 are 0-based updates 1, 3 and 5: warm-up 2/4 of the peak, the peak,
+    // then a quarter of the way down to zero at update 8.
+    let want = [(2, 0.5e-3), (4, 1e-3), (6, 0.75e-3)];
+    let scheduled: Vec<&Vec<&str>> = rows[1..].iter().filter(|r| r[2] == "valid").collect();
+    assert_eq!(scheduled.len(), want.len(), "{metrics}");
+    let err = stderr(&out);
+    for (row, (step, lr)) in scheduled.iter().zip(want) {
+        assert_eq!(row[0], step.to_string(), "{metrics}");
+        let got: f64 = row[6].parse().unwrap();
+        assert!(
+            (got - lr).abs() < 1e-12,
+            "step {step}: lr {got}, want {lr}: {metrics}"
+        );
+        let line = format!("validation at step {step} ");
+        let logged = err.lines().find(|l| l.starts_with(&line)).unwrap();
+        assert!(logged.ends_with(&format!("lr {lr:.2e}")), "{logged}");
+    }
+}

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::plot_err;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One row of `metrics.csv` as plotted.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,55 +19,6 @@ pub struct Point {
     pub bleu: f64,
     pub ppl: f64,
     pub lr: f64,
-}
-
-/// Reads the points of `metrics.csv` (as [`crate::train`] writes it), in file order.
-pub fn read_metrics(path: &Path) -> Result<Vec<Point>> {
-    let csv_err = |source: csv::Error| Error::Csv {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(csv_err)?;
-    let header = r.headers().map_err(csv_err)?.clone();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| Error::Input(format!("{}: no column {name}", path.display())))
-    };
-    let cols = [
-        col("step")?,
-        col("train_seconds")?,
-        col("valid_bleu")?,
-        col("valid_ppl")?,
-        col("lr")?,
-    ];
-    let mut points = Vec::new();
-    for (i, rec) in r.records().enumerate() {
-        let rec = rec.map_err(csv_err)?;
-        let v: Vec<f64> = cols
-            .iter()
-            .map(|&c| rec.get(c).and_then(|x| x.parse::<f64>().ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{}:{}: a value is not a number",
-                    path.display(),
-                    i + 2
-                ))
-            })?;
-        points.push(Point {
-            step: v[0],
-            minutes: v[1] / 60.0,
-            bleu: v[2],
-            ppl: v[3],
-            lr: v[4],
-        });
-    }
-    Ok(points)
 }
 
 /// `[lo, hi]` of `values`, widened so that it is never empty.
@@ -173,8 +124,8 @@ pub fn curves_svg(points: &[Point]) -> Result<String> {
     Ok(svg)
 }
 
-/// Draws `metrics` (a `metrics.csv`) into `out`, written atomically.
-pub fn write_curves(metrics: &Path, out: &Path) -> Result<()> {
-    let points = read_metrics(metrics)?;
-    crate::atomic::write_atomic(out, curves_svg(&points)?.as_bytes())
+/// Draws `points` (read from `metrics.csv` by [`crate::train::MetricsCsv::points`]) into
+/// `out`, written atomically.
+pub fn write_curves(points: &[Point], out: &Path) -> Result<()> {
+    crate::atomic::write_atomic(out, curves_svg(points)?.as_bytes())
 }
