@@ -314,8 +314,7 @@ impl<'a> Trainer<'a> {
         let resumable = group.is_none_or(|g| g.rank() == 0);
         if let Some(last) = checkpoint::last_dir(model_dir).filter(|_| resumable) {
             let trainer_file = last.join(TRAINER_FILE);
-            let text =
-                std::fs::read_to_string(&trainer_file).map_err(|e| Error::io(&trainer_file, e))?;
+            let text = checkpoint::read_trainer_file(&trainer_file)?;
             state = serde_json::from_str(&text)
                 .map_err(|e| Error::ModelDir(format!("{}: {e}", trainer_file.display())))?;
             // A crash between moving the scheduled best aside and recording it: put it back.
@@ -951,7 +950,7 @@ pub fn saved_state(model_dir: &Path) -> Result<Option<TrainerState>> {
         return Ok(None);
     };
     let path = last.join(TRAINER_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = checkpoint::read_trainer_file(&path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::ModelDir(format!("{}: {e}", path.display())))
