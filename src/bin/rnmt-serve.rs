@@ -78,6 +78,29 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 fn run(mut a: Args) -> Result<()> {
     let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     a.decode.validate()?;
+    {
+        use rnmt::sizing::{check, MAX_BATCH_SIZE, MAX_CONNECTIONS, MAX_QUEUE};
+        check("--queue", a.queue, MAX_QUEUE, "requests waiting per model")?;
+        check(
+            "--max-connections",
+            a.max_connections,
+            MAX_CONNECTIONS,
+            "connections open at once",
+        )?;
+        check(
+            "--batch-size",
+            a.batch_size,
+            MAX_BATCH_SIZE,
+            "sentences translated together",
+        )?;
+        if a.decode.beam > a.max_beam {
+            anyhow::bail!(
+                "--beam {} is more than --max-beam {}: every request without its own beam_size would be refused; lower --beam or raise --max-beam",
+                a.decode.beam,
+                a.max_beam
+            );
+        }
+    }
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .with_context(|| format!("--host {} --port {}: not an address", a.host, a.port))?;
