@@ -601,3 +601,128 @@ fn interrupted_output_survives_and_stdio_dashes_work() {
     );
     let _ = std::io::stderr().flush();
 }
+
+/// Starts `rnmt-serve --port 0` on the tiny model with `extra`; returns it and its address.
+fn start_server(extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = bin("rnmt-serve")
+        .arg("--model")
+        .arg(tiny_model())
+        .args(["--port", "0", "--device", "cpu", "--threads", "1"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("rnmt-serve: listening on http://") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("rnmt-serve did not start")
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// A connection from the loopback address `from` (127.0.0.0/8) with a small receive buffer.
+fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let s = s.connect(to).await.unwrap().into_std().unwrap();
+        s.set_nonblocking(false).unwrap(); // tokio's sockets are non-blocking
+        s
+    })
+}
+
+/// One `GET /health` on a new connection: its status, or `None` when none came in time.
+fn probe(addr: std::net::SocketAddr) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()
+}
+
+/// Item 8 (scaled to seconds): with the connection cap full (idle connections of two
+/// clients), `/health` is still answered and a client beyond its own cap is refused (503);
+/// a client that pipelines requests and never reads is closed by the write timeout.
+#[test]
+fn clients_that_stop_reading_are_timed_out() {
+    let (mut child, addr) = start_server(&[
+        "--max-connections",
+        "4",
+        "--max-client-connections",
+        "2",
+        "--write-timeout",
+        "1s",
+    ]);
+    let idle: Vec<_> = ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"]
+        .iter()
+        .map(|from| connect_from(from, addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = connect_from("127.0.0.2", addr);
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    third
+        .write_all(b"GET /translator/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = third.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("\"error\""),
+        "{text}"
+    );
+    let answered = (0..5).filter(|_| probe(addr) == Some(200)).count();
+    assert_eq!(
+        answered, 5,
+        "/health answered {answered} of 5 with the cap full"
+    );
+    drop(idle);
+
+    // A client that pipelines 100,000 requests (11 MB of answers) and never reads.
+    let mut hog = connect_from("127.0.0.3", addr);
+    let mut w = hog.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let pipelined: Vec<u8> = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100_000);
+    std::thread::spawn(move || {
+        let _ = w.write_all(&pipelined);
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    // Closed meanwhile: what is buffered drains at once, then the end (or a reset).
+    hog.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "a client that never reads was kept open");
+    assert_eq!(probe(addr), Some(200));
+    let _ = child.kill();
+    let _ = child.wait();
+}
