@@ -85,6 +85,14 @@ const MAX_LINKS: usize = 40;
 /// then created), a regular or missing file is [`Target::Replace`], a device, FIFO or socket
 /// [`Target::Direct`], and a directory (or a loop of links) an error.
 pub fn resolve(path: &Path) -> Result<Target> {
+    // The kernel's view first: `/dev/stdout` is a link to `/proc/self/fd/1`, whose "target"
+    // (`pipe:[123]`) names no file, yet opening the link opens the pipe.
+    if let Ok(meta) = std::fs::metadata(path) {
+        let ft = meta.file_type();
+        if !ft.is_file() && !ft.is_dir() {
+            return Ok(Target::Direct(path.to_path_buf()));
+        }
+    }
     let mut p = path.to_path_buf();
     for _ in 0..MAX_LINKS {
         let meta = match std::fs::symlink_metadata(&p) {

@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 
 /// The file in the model directory.
 pub const DECODE_FILE: &str = "decode.json";
+/// Most bytes of a `decode.json` (under a kilobyte in practice); a bounded read of a regular
+/// file, as the other model files (see [`crate::modelfile`]).
+pub const MAX_DECODE_BYTES: u64 = 1 << 20;
 
 /// Decoding settings a model directory states for itself.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -33,6 +36,11 @@ pub struct DecodeDefaults {
     /// How they were chosen (for the record; decoding does not read it).
     #[serde(default)]
     pub calibration: Option<Calibration>,
+    /// The digest ([`crate::digest`]) of the `model.safetensors` they were calibrated on:
+    /// with other weights there (a crash between averaging and calibrating, a copied
+    /// model), the defaults are stale and not used. `None` in files from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 /// The record of a calibration.
@@ -52,11 +60,11 @@ impl DecodeDefaults {
     /// Reads `dir/decode.json`; `None` when the directory has none.
     pub fn load(dir: &Path) -> Result<Option<DecodeDefaults>> {
         let path = dir.join(DECODE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let bytes = crate::modelfile::read_bounded(&path, MAX_DECODE_BYTES, DECODE_FILE)
+            .map_err(|e| Error::ModelDir(e.to_string()))?;
         let d: DecodeDefaults = serde_json::from_slice(&bytes)
             .map_err(|e| Error::ModelDir(format!("{}: {e}", path.display())))?;
         if !d.alpha.is_finite() || d.alpha < 0.0 {
@@ -69,10 +77,54 @@ impl DecodeDefaults {
         Ok(Some(d))
     }
 
-    /// Writes `dir/decode.json` atomically.
+    /// Reads `dir/decode.json` if it was calibrated on the `model.safetensors` there now
+    /// ([`DecodeDefaults::weights_sha256`]); stale defaults are `None`, with a line on
+    /// stderr saying why.
+    pub fn load_current(dir: &Path) -> Result<Option<DecodeDefaults>> {
+        let Some(d) = Self::load(dir)? else {
+            return Ok(None);
+        };
+        if d.is_current(dir) {
+            return Ok(Some(d));
+        }
+        eprintln!(
+            "warning: {} was calibrated on other weights than {} (sha256 {}, now {}): its alpha {} is not used; the built-in defaults apply (rnmt-train calibrates again when the same command runs again)",
+            dir.join(DECODE_FILE).display(),
+            dir.join(crate::checkpoint::MODEL_FILE).display(),
+            d.weights_sha256.as_deref().unwrap_or("?"),
+            crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE))
+                .as_deref()
+                .unwrap_or("none recorded"),
+            d.alpha
+        );
+        Ok(None)
+    }
+
+    /// Whether these defaults belong to the weights in `dir` (true for a file that names
+    /// none).
+    pub fn is_current(&self, dir: &Path) -> bool {
+        match &self.weights_sha256 {
+            None => true,
+            Some(h) => {
+                crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE)).as_ref()
+                    == Some(h)
+            }
+        }
+    }
+
+    /// Whether `dir` holds a `decode.json` calibrated on its current weights (else
+    /// rnmt-train calibrates again).
+    pub fn calibrated(dir: &Path) -> bool {
+        matches!(Self::load(dir), Ok(Some(d)) if d.is_current(dir))
+    }
+
+    /// Writes `dir/decode.json` atomically, naming the digest of `dir/model.safetensors`
+    /// (the weights calibrated).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut d = self.clone();
+        d.weights_sha256 = crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE));
         let json =
-            serde_json::to_vec_pretty(self).map_err(|e| Error::json("the decoding defaults", e))?;
+            serde_json::to_vec_pretty(&d).map_err(|e| Error::json("the decoding defaults", e))?;
         crate::atomic::write_atomic(&dir.join(DECODE_FILE), &json)
     }
 
@@ -147,6 +199,7 @@ pub fn calibrate(
     Ok(DecodeDefaults {
         alpha,
         stop: BeamStop::Finished,
+        weights_sha256: None,
         calibration: Some(Calibration {
             sentences: examples.len(),
             beam,
@@ -181,6 +234,7 @@ mod tests {
         let d = DecodeDefaults {
             alpha: 1.8,
             stop: BeamStop::Patient,
+            weights_sha256: None,
             calibration: Some(Calibration {
                 sentences: 10,
                 beam: 5,

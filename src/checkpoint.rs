@@ -89,6 +89,16 @@ pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
 /// Bytes of the safetensors header at most (the limit of the safetensors format).
 pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 
+/// Most bytes of a `trainer.json` (a few kilobytes in practice).
+pub const MAX_TRAINER_BYTES: u64 = 16 << 20;
+
+/// The text of a `trainer.json`: a bounded read of a regular file (a FIFO or a device is
+/// refused before it is opened, see [`crate::modelfile`]).
+pub fn read_trainer_file(path: &Path) -> Result<String> {
+    crate::modelfile::read_text_bounded(path, MAX_TRAINER_BYTES, "trainer.json")
+        .map_err(|e| Error::ModelDir(e.to_string()))
+}
+
 /// The largest weights file accepted for `params` parameters: their float32 bytes, the
 /// 8-byte length and the largest header.
 pub fn max_weights_bytes(params: u64) -> u64 {

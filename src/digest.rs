@@ -79,6 +79,31 @@ pub fn seal_file(path: &Path) -> Result<()> {
     std::fs::write(path, sealed).map_err(|e| Error::io(path, e))
 }
 
+/// The digest recorded in the header of the safetensors file at `path`, reading only the
+/// header (bounded by [`crate::checkpoint::MAX_SAFETENSORS_HEADER`]); `None` when the file
+/// records none (or is missing, or not safetensors).
+pub fn recorded(path: &Path) -> Option<String> {
+    use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    if n > crate::checkpoint::MAX_SAFETENSORS_HEADER {
+        return None;
+    }
+    let mut header = Vec::new();
+    f.take(n).read_to_end(&mut header).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    value
+        .get("__metadata__")?
+        .get(KEY)?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checked {

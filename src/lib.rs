@@ -56,6 +56,7 @@ pub mod precision;
 pub mod schedule;
 pub mod search;
 pub mod serve;
+pub mod sizing;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;

@@ -47,6 +47,13 @@ pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The text of `path` after [`check_regular`] (valid UTF-8, else an error naming it).
+pub fn read_text_bounded(path: &Path, max: u64, what: &str) -> Result<String> {
+    let bytes = read_bounded(path, max, what)?;
+    String::from_utf8(bytes)
+        .map_err(|e| Error::Input(format!("{}: not UTF-8 text: {e}", path.display())))
+}
+
 /// "a directory", "a character device", ... for messages.
 pub fn kind_of(ft: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;

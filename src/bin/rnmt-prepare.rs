@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Parser;
 use rnmt::config::{Config, Stated};
 use rnmt::data::args::TrainDataArgs;
+use rnmt::data::folder;
 use rnmt::data::prepare::{self, Plan, Request};
 
 /// Prepare training corpora: train the tokenizers on a seeded sample, encode, filter and
@@ -40,6 +41,7 @@ fn run(a: Args) -> Result<()> {
     let config =
         Stated::from_command(a.config.as_deref(), &a.overrides)?.apply_to(&Config::default())?;
     let train = a.data.train_sources()?;
+    prepare::check_sizes(&config.data)?;
     let req = Request {
         train: &train,
         skip_bad_lines: a.data.skip_bad_lines,
@@ -52,18 +54,27 @@ fn run(a: Args) -> Result<()> {
     };
     let inputs = req.inputs()?;
     if !a.force {
-        if let Some(m) = prepare::read_manifest(&a.out) {
-            if m.key == req.key(&inputs, &Plan::Train) && prepare::open_stores(&a.out, &m).is_ok() {
-                say(&format!(
-                    "{} already holds this prepare ({} pairs); nothing to do (--force prepares again)",
-                    a.out.display(),
-                    m.corpora.iter().map(|c| c.kept).sum::<u64>()
-                ));
-                return Ok(());
+        if let Some(_shared) = folder::lock_shared(&a.out)? {
+            if let Some(m) = prepare::read_manifest(&a.out) {
+                let sources = prepare::source_names(&req);
+                if m.key == req.key(&inputs, &Plan::Train) {
+                    match rnmt::data::open_cached(&a.out, &m, &sources, None) {
+                        Ok(_) => {
+                            say(&format!(
+                                "{} already holds this prepare ({} pairs); nothing to do (--force prepares again)",
+                                a.out.display(),
+                                m.corpora.iter().map(|c| c.kept).sum::<u64>()
+                            ));
+                            return Ok(());
+                        }
+                        Err(e) => say(&format!("{e}; preparing it again")),
+                    }
+                }
             }
         }
     }
-    let (m, _) = prepare::prepare_dir(&req, Plan::Train, &a.out)?;
+    let lock = folder::lock_exclusive(&a.out)?;
+    let (m, _) = prepare::prepare_dir(&req, Plan::Train, &lock)?;
     for line in &m.report {
         say(line);
     }

@@ -59,6 +59,15 @@ struct Args {
     /// response (idle and slow connections are closed after it), e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = duration)]
     header_timeout: Duration,
+    /// Connections of one client address at most (more get only /health answered; behind
+    /// a reverse proxy, where every connection comes from the proxy, raise it to
+    /// --max-connections).
+    #[arg(long, default_value_t = ConnLimits::default().max_client_connections)]
+    max_client_connections: usize,
+    /// Time a response may wait for a client that takes no bytes, e.g. 10s; the connection
+    /// is closed after it.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    write_timeout: Duration,
     /// Time to receive a whole request body after its head (408 beyond), e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = duration)]
     body_timeout: Duration,
@@ -78,6 +87,35 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 fn run(mut a: Args) -> Result<()> {
     let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     a.decode.validate()?;
+    {
+        use rnmt::sizing::{check, MAX_BATCH_SIZE, MAX_CONNECTIONS, MAX_QUEUE};
+        check("--queue", a.queue, MAX_QUEUE, "requests waiting per model")?;
+        check(
+            "--max-connections",
+            a.max_connections,
+            MAX_CONNECTIONS,
+            "connections open at once",
+        )?;
+        check(
+            "--max-client-connections",
+            a.max_client_connections,
+            MAX_CONNECTIONS,
+            "connections of one client",
+        )?;
+        check(
+            "--batch-size",
+            a.batch_size,
+            MAX_BATCH_SIZE,
+            "sentences translated together",
+        )?;
+        if a.decode.beam > a.max_beam {
+            anyhow::bail!(
+                "--beam {} is more than --max-beam {}: every request without its own beam_size would be refused; lower --beam or raise --max-beam",
+                a.decode.beam,
+                a.max_beam
+            );
+        }
+    }
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .with_context(|| format!("--host {} --port {}: not an address", a.host, a.port))?;
@@ -130,6 +168,8 @@ fn run(mut a: Args) -> Result<()> {
         let limits = ConnLimits {
             max_connections: a.max_connections,
             header_timeout: a.header_timeout,
+            max_client_connections: a.max_client_connections,
+            write_timeout: a.write_timeout,
         };
         serve(listener, router(app.clone()), limits, shutdown_signal()).await;
         eprintln!("rnmt-serve: stopped");

@@ -289,7 +289,7 @@ fn leader(
         (None, None) => {}
     }
     let ended_at = outcome.state.step;
-    let calibrated = a.model_dir.join(rnmt::calibrate::DECODE_FILE).exists();
+    let calibrated = rnmt::calibrate::DecodeDefaults::calibrated(&a.model_dir);
     let fresh =
         outcome.reason != rnmt::train::StopReason::Interrupted && (outcome.updated || !calibrated);
     let low = a.dev.precision.low_precision(device);

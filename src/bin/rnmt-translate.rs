@@ -1,5 +1,5 @@
 //! rnmt-translate: translate lines from stdin (or --input) with a trained model directory.
-use std::io::{BufReader, Write};
+use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use rnmt::alignment::Alignment;
 use rnmt::atomic::AtomicFile;
 use rnmt::config::DecodeConfig;
 use rnmt::device::{describe, DeviceArgs};
+use rnmt::translate::output::{self, Output};
 use rnmt::translate::{stream_with, StreamOptions, Translation, Translator};
 
 /// Translate one sentence per line: exactly one output line per input line, in order.
@@ -24,12 +25,18 @@ struct Args {
     /// their tokenizer).
     #[arg(long, short, required = true)]
     model: Vec<PathBuf>,
-    /// Read from this file instead of stdin.
+    /// Read from this file instead of stdin (`-`: stdin).
     #[arg(long, short)]
     input: Option<PathBuf>,
-    /// Write to this file instead of stdout (atomically: it appears complete or not at all).
+    /// Write to this file instead of stdout (`-`: stdout). Written as it goes to
+    /// FILE.partial, renamed over FILE at the end: FILE appears complete or keeps its old
+    /// content, and an interrupted job leaves its lines so far in FILE.partial.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Print a progress line on stderr (lines done, lines/s, time left for an input file)
+    /// at most once a second [default: when stderr is a terminal and the input a file].
+    #[arg(long)]
+    progress: bool,
     #[command(flatten)]
     decode: DecodeConfig,
     /// Print the K best as `index<TAB>score<TAB>translation` lines.
@@ -106,6 +113,9 @@ impl AttentionSinks {
 
 fn run(mut a: Args) -> Result<()> {
     let start = Instant::now();
+    // `-` is stdin / stdout, as in every Unix tool.
+    a.input = a.input.filter(|p| !output::is_std(p));
+    a.output = a.output.filter(|p| !output::is_std(p));
     for (name, path) in [("--output", &a.output), ("--attention", &a.attention)] {
         if let (Some(i), Some(o)) = (&a.input, path) {
             if same_file(i, o) {
@@ -132,9 +142,28 @@ fn run(mut a: Args) -> Result<()> {
         ..a.decode.clone()
     };
     let threads = tch::get_num_threads().max(1) as usize;
+    use rnmt::sizing::{check, MAX_BATCH_SIZE, MAX_WINDOW, MAX_WORKERS};
+    check(
+        "--batch-size",
+        a.batch_size,
+        MAX_BATCH_SIZE,
+        "sentences translated together",
+    )?;
+    if let Some(w) = a.window {
+        check(
+            "--window",
+            w,
+            MAX_WINDOW,
+            "lines ordered by length together",
+        )?;
+    }
     let workers = match a.workers {
-        Some(0) => bail!("--workers must be at least 1"),
-        Some(n) => n,
+        Some(n) => check(
+            "--workers",
+            n,
+            MAX_WORKERS,
+            "each holds its own copy of the model",
+        )?,
         None if device == tch::Device::Cpu => threads,
         None => 1,
     };
@@ -193,15 +222,12 @@ fn run(mut a: Args) -> Result<()> {
     opts.lossy_utf8 = a.lossy_utf8;
     opts.n_best = a.n_best.is_some();
     opts.scores = a.scores;
-    let mut file = match &a.output {
-        Some(p) => Some(AtomicFile::create(p)?),
-        None => None,
-    };
-    let mut stdout = std::io::stdout().lock();
-    let out: &mut dyn Write = match &mut file {
-        Some(f) => f,
-        None => &mut stdout,
-    };
+    let progress = (a.progress || (a.input.is_some() && std::io::stderr().is_terminal()))
+        .then(|| a.input.as_deref().and_then(output::count_lines));
+    let mut out = Output::open(a.output.as_deref(), progress)?;
+    if let (Some(part), Some(file)) = (out.partial_path(), &a.output) {
+        output::stop_on_signal(part, file, out.line_count())?;
+    }
     let t0 = Instant::now();
     let stats = match &a.input {
         Some(p) => {
@@ -210,7 +236,7 @@ fn run(mut a: Args) -> Result<()> {
                 translators,
                 BufReader::new(f),
                 &p.display().to_string(),
-                out,
+                &mut out,
                 &opts,
                 &mut each,
             )?
@@ -219,14 +245,12 @@ fn run(mut a: Args) -> Result<()> {
             translators,
             BufReader::new(std::io::stdin()),
             "<stdin>",
-            out,
+            &mut out,
             &opts,
             &mut each,
         )?,
     };
-    if let Some(f) = file {
-        f.commit()?;
-    }
+    out.commit()?;
     if let Some((_, f)) = sinks.json {
         f.commit()?;
     }

@@ -13,6 +13,10 @@ use crate::rng::Rng;
 
 use super::store::ShardStore;
 
+/// Most items of an epoch: its order is 4 bytes per item (512 MiB at this bound), and the
+/// sampler shuffles it whole at the start of every epoch.
+pub const MAX_EPOCH_ITEMS: usize = 1 << 27;
+
 /// The training corpora and their weights.
 pub struct TrainSet {
     corpora: Vec<ShardStore>,
@@ -49,11 +53,20 @@ impl TrainSet {
                     "data.weights[{c}] is {w}: a weight is a number >= 0"
                 )));
             }
-            items.push((w * store.len() as f64).round() as usize);
+            // In floating point first: a huge weight must not saturate or wrap around.
+            let m = (w * store.len() as f64).round();
+            if m > MAX_EPOCH_ITEMS as f64 {
+                return Err(Error::Config(format!(
+                    "data.weights[{c}] is {w}: {m:.0} items per epoch from the {} pairs of corpus {}; an epoch holds at most {MAX_EPOCH_ITEMS} items (its order takes 4 bytes per item): lower the weight",
+                    store.len(),
+                    c + 1
+                )));
+            }
+            items.push(m as usize);
         }
-        let mut starts = vec![0];
+        let mut starts = vec![0usize];
         for &m in &items {
-            starts.push(starts.last().copied().unwrap_or(0) + m);
+            starts.push(starts.last().copied().unwrap_or(0).saturating_add(m));
         }
         let total = *starts.last().unwrap_or(&0);
         if total == 0 {
@@ -61,10 +74,9 @@ impl TrainSet {
                 "data.weights leave no training pair in an epoch".into(),
             ));
         }
-        if total > u32::MAX as usize {
+        if total > MAX_EPOCH_ITEMS {
             return Err(Error::Config(format!(
-                "{total} training items per epoch: at most {} are supported",
-                u32::MAX
+                "data.weights give {total} training items per epoch: at most {MAX_EPOCH_ITEMS} are supported (the epoch's order takes 4 bytes per item); lower the weights"
             )));
         }
         Ok(TrainSet {

@@ -9,10 +9,12 @@
 //! resumed run keeps its tokenizers; a training file changed since its data were prepared
 //! stops it with one line.
 pub mod args;
+pub mod folder;
 pub mod mixer;
 pub mod prepare;
 pub mod sampler;
 pub mod store;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +58,8 @@ pub struct Prepared {
     pub tgt_counts: Vec<f64>,
     /// The prepared directory in use.
     pub data_dir: PathBuf,
+    /// The shared lock on it, held while the data are in use (see [`folder`]).
+    pub lock: folder::FolderLock,
 }
 
 /// The default prepared directory of a model directory.
@@ -127,8 +131,12 @@ pub fn load(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepa
     } else {
         None
     };
+    prepare::check_sizes(cfg)?;
     let inputs = req.inputs()?;
-    let found = prepare::read_manifest(&data_dir);
+    let shared = folder::lock_shared(&data_dir)?;
+    let found = shared
+        .as_ref()
+        .and_then(|_| prepare::read_manifest(&data_dir));
     let mut report = Vec::new();
     // Does the prepared directory serve this request?
     let usable = |m: &Manifest| -> Result<bool> {
@@ -153,15 +161,19 @@ pub fn load(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepa
             }
         }
     };
-    // A usable manifest whose shards are all there (a damaged shard is prepared again).
-    let mut cached_stores = None;
+    let sources = prepare::source_names(&req);
+    // A usable manifest whose folder passes every check (see [`verify`]); a damaged one is
+    // prepared again, with a line saying why.
+    let mut cached = None;
     if let Some(m) = &found {
         if usable(m)? {
-            cached_stores = prepare::open_stores(&data_dir, m).ok();
+            match open_cached(&data_dir, m, &sources, given.as_ref().map(|g| &g.0)) {
+                Ok(c) => cached = Some(c),
+                Err(e) => report.push(format!("data: {e}; preparing it again")),
+            }
         }
     }
-    let cached = cached_stores.is_some();
-    let (dir, manifest, tokenizers) = if cached {
+    let (dir, manifest, tokenizers, stores, lock) = if let Some((stores, found_tok)) = cached {
         let m = found.expect("checked");
         report.push(format!(
             "data: the prepared corpus in {} (prepared earlier; {} pairs in {} shard(s))",
@@ -173,21 +185,27 @@ pub fn load(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepa
             Some((t, _)) => t.clone(),
             None => {
                 prepare::copy_tokenizers(&data_dir, model_dir)?;
-                Tokenizers::load_dir(model_dir)?
+                found_tok
             }
         };
-        (data_dir, m, tokenizers)
+        report.extend(m.report.iter().cloned());
+        let lock = shared.expect("a manifest was read under it");
+        (data_dir, m, tokenizers, stores, lock)
     } else {
-        let dir = match (&found, &spec.fallback_dir) {
-            (_, Some(f)) => f.clone(),
-            _ => data_dir,
+        let (dir, lock) = match (&spec.fallback_dir, shared) {
+            (Some(f), _) => (f.clone(), folder::lock_exclusive(f)?),
+            (None, Some(l)) => (data_dir, l.upgrade()?),
+            (None, None) => {
+                let l = folder::lock_exclusive(&data_dir)?;
+                (data_dir, l)
+            }
         };
         let start = std::time::Instant::now();
         let plan = match &given {
             Some((t, h)) => Plan::Given(t, h.clone()),
             None => Plan::Train,
         };
-        let (m, tokenizers) = prepare::prepare_dir(&req, plan, &dir)?;
+        let (m, tokenizers) = prepare::prepare_dir(&req, plan, &lock)?;
         if given.is_none() {
             prepare::copy_tokenizers(&dir, model_dir)?;
         } else {
@@ -203,14 +221,14 @@ pub fn load(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepa
             dir.display(),
             start.elapsed().as_secs_f64()
         ));
-        (dir, m, tokenizers)
-    };
-    if cached {
-        report.extend(manifest.report.iter().cloned());
-    }
-    let stores = match cached_stores {
-        Some(s) => s,
-        None => prepare::open_stores(&dir, &manifest)?,
+        let stores = verify::open_verified(
+            &dir,
+            &m,
+            &sources,
+            tokenizers.src().vocab_size(),
+            tokenizers.tgt().vocab_size(),
+        )?;
+        (dir, m, tokenizers, stores, lock.downgrade()?)
     };
     let content = u64::from_str_radix(&manifest.content_hash, 16).unwrap_or(0);
     let train = TrainSet::new(stores, &cfg.weights, content)?;
@@ -262,7 +280,41 @@ pub fn load(spec: &DataSpec, cfg: &DataConfig, model_dir: &Path) -> Result<Prepa
         report,
         tgt_counts,
         data_dir: dir,
+        lock,
     })
+}
+
+/// The stores of the prepared folder `dir` described by `m` after [`verify`]'s checks, with
+/// the tokenizers they were encoded with: `given` (a resumed run's), else the folder's own,
+/// whose files must hash to the manifest's `tokenizer_hash`.
+pub fn open_cached(
+    dir: &Path,
+    m: &Manifest,
+    sources: &[String],
+    given: Option<&Tokenizers>,
+) -> Result<(Vec<store::ShardStore>, Tokenizers)> {
+    let tokenizers = match given {
+        Some(t) => t.clone(),
+        None => {
+            let h = prepare::tokenizer_hash(dir)?;
+            if h != m.tokenizer_hash {
+                return Err(Error::Input(format!(
+                    "damaged prepared corpus {}: its tokenizer files hash to {h}, the manifest says {} (another prepare's tokenizer?)",
+                    dir.display(),
+                    m.tokenizer_hash
+                )));
+            }
+            Tokenizers::load_dir(dir)?
+        }
+    };
+    let stores = verify::open_verified(
+        dir,
+        m,
+        sources,
+        tokenizers.src().vocab_size(),
+        tokenizers.tgt().vocab_size(),
+    )?;
+    Ok((stores, tokenizers))
 }
 
 #[cfg(test)]

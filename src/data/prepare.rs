@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizers, EOS_ID, FILES};
 
-use super::store::{id_width, ShardStore, ShardWriter};
+use super::folder::FolderLock;
+use super::store::{id_width, ShardWriter};
 
 /// The prepared-corpus format version (part of the key).
 pub const FORMAT_VERSION: u32 = 1;
@@ -171,6 +172,31 @@ pub fn checksum_file(path: &Path) -> Result<InputFile> {
     })
 }
 
+/// Checks the sizes of the data config before anything is allocated or written for them
+/// (see [`crate::sizing`]): one line naming the key.
+pub fn check_sizes(cfg: &DataConfig) -> Result<()> {
+    use crate::sizing::{check, MAX_VOCAB_SIZE};
+    check(
+        "data.tokenizer.vocab_size",
+        cfg.tokenizer.vocab_size,
+        MAX_VOCAB_SIZE,
+        "ids are stored in 32 bits and the tokenizer trainer's tables grow with it",
+    )?;
+    check(
+        "data.tokenizer_sample",
+        cfg.tokenizer_sample,
+        usize::MAX,
+        "pairs the tokenizers are trained on",
+    )?;
+    check(
+        "data.max_line_bytes",
+        cfg.max_line_bytes,
+        usize::MAX,
+        "bytes of one line",
+    )?;
+    Ok(())
+}
+
 /// Hash of the tokenizer files in `dir`.
 pub fn tokenizer_hash(dir: &Path) -> Result<String> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -178,7 +204,11 @@ pub fn tokenizer_hash(dir: &Path) -> Result<String> {
         let path = dir.join(name);
         if path.is_file() {
             h.update(name.as_bytes());
-            h.update(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+            h.update(&crate::modelfile::read_bounded(
+                &path,
+                crate::tokenizer::MAX_TOKENIZER_BYTES,
+                "a tokenizer file",
+            )?);
         }
     }
     Ok(hex(h.digest()))
@@ -190,7 +220,11 @@ pub fn copy_tokenizers(from: &Path, to: &Path) -> Result<()> {
     for name in FILES {
         let (a, b) = (from.join(name), to.join(name));
         if a.is_file() {
-            let bytes = std::fs::read(&a).map_err(|e| Error::io(&a, e))?;
+            let bytes = crate::modelfile::read_bounded(
+                &a,
+                crate::tokenizer::MAX_TOKENIZER_BYTES,
+                "a tokenizer file",
+            )?;
             crate::atomic::write_atomic(&b, &bytes)?;
         } else if b.is_file() {
             std::fs::remove_file(&b).map_err(|e| Error::io(&b, e))?;
@@ -199,32 +233,21 @@ pub fn copy_tokenizers(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads `dir/manifest.json`, if there is one that parses.
+/// Most bytes of a `manifest.json` (it holds a count per target token, so it grows with
+/// the vocabulary: about 12 bytes per token and corpus).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Reads `dir/manifest.json`, if there is one that parses (a bounded read of a regular file:
+/// a FIFO, a device or an oversized file counts as none).
 pub fn read_manifest(dir: &Path) -> Option<Manifest> {
-    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = crate::modelfile::read_bounded(&path, MAX_MANIFEST_BYTES, "a manifest").ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
-/// Maps the shards of every corpus of `m` in `dir` (checking each file's size).
-pub fn open_stores(dir: &Path, m: &Manifest) -> Result<Vec<ShardStore>> {
-    m.corpora
-        .iter()
-        .map(|c| {
-            let paths: Vec<PathBuf> = c.shards.iter().map(|s| dir.join(&s.file)).collect();
-            for (p, s) in paths.iter().zip(&c.shards) {
-                let len = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
-                if len != s.bytes {
-                    return Err(Error::Input(format!(
-                        "{}: {len} bytes, the manifest says {}: the prepared corpus is damaged; delete {} to prepare it again",
-                        p.display(),
-                        s.bytes,
-                        dir.display()
-                    )));
-                }
-            }
-            ShardStore::open(&paths)
-        })
-        .collect()
+/// The sources of `req` as the manifest names them.
+pub fn source_names(req: &Request<'_>) -> Vec<String> {
+    req.train.iter().map(|s| s.to_string()).collect()
 }
 
 /// Reads every pair of `source` once (errors as the reader gives them), keeping a seeded
@@ -259,26 +282,23 @@ enum Msg {
     Done(SkipCounts, u64),
 }
 
-/// Prepares `req` into `dir` (replacing what is there) and returns the manifest. Report lines
-/// go to the manifest's `report`.
+/// Prepares `req` into the folder locked by `lock` (replacing rnmt's files there, see
+/// [`super::folder`]) and returns the manifest. Report lines go to the manifest's `report`.
 pub fn prepare_dir(
     req: &Request<'_>,
     plan: Plan<'_>,
-    dir: &Path,
+    lock: &FolderLock,
 ) -> Result<(Manifest, Tokenizers)> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if !lock.is_exclusive() {
+        return Err(Error::Input(format!(
+            "{}: preparing needs the folder's exclusive lock",
+            lock.dir().display()
+        )));
+    }
+    let dir = lock.dir();
     // First the manifest, so that no manifest ever describes shards half replaced.
     let manifest_path = dir.join(MANIFEST_FILE);
-    if manifest_path.exists() {
-        std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-    }
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("corpus-") && entry.path().is_dir() {
-            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
-        }
-    }
+    super::folder::clear(lock)?;
     let opts = req.read_options();
     let mut report = Vec::new();
     // Checksums on one thread while the sample is read on another.

@@ -132,7 +132,7 @@ impl Shard {
     pub fn open(path: &Path) -> Result<Shard> {
         let bad = |what: String| {
             Error::Input(format!(
-                "{}: not a complete rnmt shard ({what}); delete the prepared corpus to prepare it again",
+                "{}: not a complete rnmt shard ({what}): damaged prepared corpus; delete it or run rnmt-prepare",
                 path.display()
             ))
         };
@@ -147,13 +147,45 @@ impl Shard {
         if width != 2 && width != 4 {
             return Err(bad(format!("id width {width}")));
         }
-        let pairs = u64_at(&map, 16) as usize;
-        let ids = u64_at(&map, 24) as usize;
+        let (pairs, ids) = (u64_at(&map, 16), u64_at(&map, 24));
+        // Checked: a forged count must not wrap around to a size that matches.
+        let want = pairs
+            .checked_mul(16)
+            .and_then(|x| x.checked_add(HEADER as u64 + 8))
+            .and_then(|x| ids.checked_mul(width as u64).and_then(|y| x.checked_add(y)));
+        if want != Some(map.len() as u64) {
+            return Err(bad(format!(
+                "{} bytes, but its header says {pairs} pairs and {ids} ids",
+                map.len()
+            )));
+        }
+        let pairs = pairs as usize;
         let offsets_at = HEADER + 8 * pairs;
         let ids_at = offsets_at + 8 * (pairs + 1);
-        let want = ids_at + width * ids;
-        if map.len() != want {
-            return Err(bad(format!("{} bytes, expected {want}", map.len())));
+        // Every pair's ids must lie where the offsets say, one after the other, so that no
+        // read can go past the file.
+        let mut at = 0u64;
+        for i in 0..pairs {
+            let (s, t) = (
+                u32_at(&map, HEADER + 8 * i) as u64,
+                u32_at(&map, HEADER + 8 * i + 4) as u64,
+            );
+            if u64_at(&map, offsets_at + 8 * i) != at {
+                return Err(bad(format!(
+                    "pair {i} does not start where the one before ends"
+                )));
+            }
+            at += s + t;
+            if at > ids {
+                return Err(bad(format!(
+                    "pair {i} ends past the {ids} ids of the shard"
+                )));
+            }
+        }
+        if u64_at(&map, offsets_at + 8 * pairs) != at || at != ids {
+            return Err(bad(format!(
+                "the pairs hold {at} ids, the header says {ids}"
+            )));
         }
         Ok(Shard {
             path: path.to_path_buf(),
@@ -163,6 +195,27 @@ impl Shard {
             offsets_at,
             ids_at,
         })
+    }
+
+    /// Checks that every source id is below `src_vocab` and every target id below
+    /// `tgt_vocab` (a forged id would index past the embeddings).
+    pub fn check_ids(&self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
+        for i in 0..self.pairs {
+            let e = self.get(i);
+            let bad = |side: &str, id: u32, vocab: usize| {
+                Error::Input(format!(
+                    "{}: damaged prepared corpus: pair {i} has {side} id {id}, the vocabulary has {vocab}; delete it or run rnmt-prepare",
+                    self.path.display()
+                ))
+            };
+            if let Some(&id) = e.src.iter().find(|&&id| id as usize >= src_vocab) {
+                return Err(bad("source", id, src_vocab));
+            }
+            if let Some(&id) = e.tgt.iter().find(|&&id| id as usize >= tgt_vocab) {
+                return Err(bad("target", id, tgt_vocab));
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -270,6 +323,13 @@ impl ShardStore {
     pub fn get(&self, i: usize) -> Example {
         let (s, j) = self.locate(i);
         s.get(j)
+    }
+
+    /// See [`Shard::check_ids`].
+    pub fn check_ids(&self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
+        self.shards
+            .iter()
+            .try_for_each(|s| s.check_ids(src_vocab, tgt_vocab))
     }
 
     /// See [`Shard::release`].

@@ -9,6 +9,11 @@
 //!   request head within this time of being opened or of its previous response (hyper's header
 //!   read timer), else it is closed. This ends idle connections, keep-alive connections left
 //!   open, and clients trickling a partial head.
+//! * **Write timeout** ([`ConnLimits::write_timeout`]): a write to a client that has not
+//!   taken a byte for this long fails and the connection is closed, so a client that stops
+//!   reading holds its slot and its response (hyper handles one request of a connection at a
+//!   time: at most one response is buffered per connection) only this long.
+//! * **Per-client cap** and the **overflow lane** for `/health`: see [`super::overflow`].
 //! * The **body timeout** is the handler's (see [`crate::serve::App::body_timeout`]): a body
 //!   not complete in time is answered 408.
 //!
@@ -36,6 +41,10 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// Time to deliver a request head, from the connection's start or its previous response.
     pub header_timeout: Duration,
+    /// Connections of one client address at most (see [`super::overflow`]).
+    pub max_client_connections: usize,
+    /// Time a write may wait for the client to take bytes.
+    pub write_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -43,6 +52,8 @@ impl Default for ConnLimits {
         ConnLimits {
             max_connections: 128,
             header_timeout: Duration::from_secs(10),
+            max_client_connections: 64,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -66,6 +77,9 @@ impl AmbiguousFraming {
 /// raw line break), so bodies never set it.
 pub struct Sniff<S> {
     inner: S,
+    write_timeout: Duration,
+    /// Running while a write waits for the client.
+    write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     flag: AmbiguousFraming,
     name: Vec<u8>,
     in_name: bool,
@@ -75,9 +89,11 @@ pub struct Sniff<S> {
 }
 
 impl<S> Sniff<S> {
-    pub fn new(inner: S, flag: AmbiguousFraming) -> Self {
+    pub fn new(inner: S, flag: AmbiguousFraming, write_timeout: Duration) -> Self {
         Sniff {
             inner,
+            write_timeout,
+            write_timer: None,
             flag,
             name: Vec::with_capacity(24),
             in_name: true,
@@ -85,6 +101,29 @@ impl<S> Sniff<S> {
             seen_cl: false,
             seen_te: false,
         }
+    }
+
+    /// A write made no progress: `Pending` until the write timeout, then an error.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.write_timeout;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no bytes within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Keeps the timer of a write that made progress from firing.
+    fn progressed<T>(&mut self, p: Poll<T>) -> Poll<T> {
+        if p.is_ready() {
+            self.write_timer = None;
+        }
+        p
     }
 
     fn watch(&mut self, bytes: &[u8]) {
@@ -144,11 +183,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.stalled(cx),
+            ready => self.progressed(ready),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.stalled(cx),
+            ready => self.progressed(ready),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -165,12 +210,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let lane = Arc::new(Semaphore::new(super::overflow::OVERFLOW_LANE));
+    let clients = super::overflow::Clients::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 // Out of descriptors or a connection reset before it was accepted: go on.
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -179,15 +226,23 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream); // over the cap: closed at once
+        let client = clients.try_add(peer.ip(), limits.max_client_connections.max(1));
+        let slot = slots.clone().try_acquire_owned().ok();
+        let (Some(client), Some(slot)) = (client, slot) else {
+            // Over a cap: the overflow lane answers /health, or the connection is closed.
+            if let Ok(turn) = lane.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    super::overflow::serve_overflow(stream).await;
+                    drop(turn);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let framing = AmbiguousFraming::default();
         let service =
             TowerToHyperService::new(router.clone().layer(axum::Extension(framing.clone())));
-        let stream = Sniff::new(stream, framing);
+        let stream = Sniff::new(stream, framing, limits.write_timeout);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -204,6 +259,7 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            drop(client);
         });
     }
     drop(listener);

@@ -15,6 +15,7 @@
 //! Connections are bounded in number and time by [`conn`].
 pub mod api;
 pub mod conn;
+pub mod overflow;
 pub mod worker;
 
 use std::sync::Arc;

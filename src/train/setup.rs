@@ -171,7 +171,7 @@ impl<'a> Trainer<'a> {
 }
 
 fn read_state(path: &Path) -> Result<TrainerState> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = checkpoint::read_trainer_file(path)?;
     serde_json::from_str(&text).map_err(|e| Error::ModelDir(format!("{}: {e}", path.display())))
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Memory stays bounded whatever the input: at most `max_line_bytes` of a line are kept (the
 //! rest is read and dropped, with a warning), and sources are cut to `max_input_tokens`.
+pub mod output;
 mod stream;
 
 pub use stream::{next_batch, stream, stream_with, StreamOptions, StreamStats};
@@ -68,7 +69,7 @@ impl Translator {
         let Some((first, rest)) = dirs.split_first() else {
             return Err(Error::Config("no model directory given".into()));
         };
-        if let Some(d) = crate::calibrate::DecodeDefaults::load(first)? {
+        if let Some(d) = crate::calibrate::DecodeDefaults::load_current(first)? {
             d.apply(&mut decode);
         }
         decode.validate()?;

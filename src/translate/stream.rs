@@ -49,7 +49,11 @@ impl StreamOptions {
     pub fn new(batch_size: usize, workers: usize) -> Self {
         StreamOptions {
             batch_size,
-            window: batch_size.max(1) * 8 * workers.max(1),
+            window: (batch_size
+                .max(1)
+                .saturating_mul(8)
+                .saturating_mul(workers.max(1)))
+            .min(crate::sizing::MAX_WINDOW),
             worker_threads: None,
             lossy_utf8: false,
             n_best: false,
@@ -147,8 +151,9 @@ pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
         first.decode.n_best,
     );
     let start = Instant::now();
-    let batch_size = opts.batch_size.max(1);
-    let window = opts.window.max(batch_size);
+    // Bounded (see [`crate::sizing`]): the channel's slots are allocated up front.
+    let batch_size = opts.batch_size.clamp(1, crate::sizing::MAX_BATCH_SIZE);
+    let window = opts.window.max(batch_size).min(crate::sizing::MAX_WINDOW);
     let in_flight_max = 2 * workers.len();
     let (tx, rx) = mpsc::sync_channel::<Item>(2 * window);
     std::thread::spawn(move || {
