@@ -38,6 +38,16 @@ struct Args {
     /// Print `score<TAB>translation` (score: log-probability of the translation).
     #[arg(long)]
     scores: bool,
+    /// Append a word alignment from the attention to every output line after a tab:
+    /// `translation<TAB>0-0 1-2 ..` (Pharaoh `source-target` pairs over whitespace-separated
+    /// words, from 0; one link per output word, to the source word it attends to most).
+    #[arg(long)]
+    align: bool,
+    /// Target phrases that must appear in the translations: line N holds those of input
+    /// line N, separated by tabs (an empty line: none). Uses constrained beam search
+    /// (dynamic beam allocation); not with --sample.
+    #[arg(long, value_name = "FILE")]
+    constraints: Option<PathBuf>,
     /// Write the attention weights of every best translation to this file, one JSON object
     /// per input line: {"line", "source", "target", "attention": [target x source]}.
     #[arg(long, value_name = "FILE")]
@@ -107,6 +117,14 @@ impl AttentionSinks {
 fn run(mut a: Args) -> Result<()> {
     let start = Instant::now();
     for (name, path) in [("--output", &a.output), ("--attention", &a.attention)] {
+        if let (Some(c), Some(o)) = (&a.constraints, path) {
+            if same_file(c, o) {
+                bail!(
+                    "{name} {} is the --constraints file; choose another output file",
+                    o.display()
+                );
+            }
+        }
         if let (Some(i), Some(o)) = (&a.input, path) {
             if same_file(i, o) {
                 bail!(
@@ -128,7 +146,7 @@ fn run(mut a: Args) -> Result<()> {
     let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
-        attention: a.attention.is_some() || a.attention_svg.is_some(),
+        attention: a.attention.is_some() || a.attention_svg.is_some() || a.align,
         ..a.decode.clone()
     };
     let threads = tch::get_num_threads().max(1) as usize;
@@ -193,6 +211,15 @@ fn run(mut a: Args) -> Result<()> {
     opts.lossy_utf8 = a.lossy_utf8;
     opts.n_best = a.n_best.is_some();
     opts.scores = a.scores;
+    opts.align = a.align;
+    if let Some(p) = &a.constraints {
+        if a.decode.sample {
+            bail!("--constraints and --sample do not go together: constraints need beam search");
+        }
+        let file = rnmt::translate::ConstraintFile::open(p, a.decode.max_line_bytes)
+            .context("--constraints")?;
+        opts.constraints = Some(std::sync::Arc::new(file));
+    }
     let mut file = match &a.output {
         Some(p) => Some(AtomicFile::create(p)?),
         None => None,
@@ -224,6 +251,15 @@ fn run(mut a: Args) -> Result<()> {
             &mut each,
         )?,
     };
+    if let Some(c) = &opts.constraints {
+        if c.has_more() {
+            eprintln!(
+                "warning: --constraints {} has more lines than the input ({})",
+                c.path().display(),
+                stats.lines
+            );
+        }
+    }
     if let Some(f) = file {
         f.commit()?;
     }
