@@ -284,10 +284,14 @@ fn scores_are_the_training_loss_of_each_pair() {
             "batch changes pair {k}"
         );
     }
-    // A wrong translation scores lower than the reference (for most pairs).
+    // A scrambled translation (its words reversed) scores lower than the reference.
     let shuffled = dir.join("shuffled.tsv");
-    let text: String = (0..pairs.len())
-        .map(|k| format!("{}\t{}\n", pairs[k].0, pairs[(k + 1) % pairs.len()].1))
+    let text: String = pairs
+        .iter()
+        .map(|(s, t)| {
+            let words: Vec<&str> = t.split_whitespace().rev().collect();
+            format!("{s}\t{}\n", words.join(" "))
+        })
         .collect();
     std::fs::write(&shuffled, text).unwrap();
     let wrong = parse_scores(&stdout(&score(model, &["-i", shuffled.to_str().unwrap()])));
@@ -405,5 +409,99 @@ fn alignments_link_every_output_word_to_a_source_word() {
                 );
             }
         }
+    }
+}
+
+/// `rnmt-serve --port 0` on `model`; returns the child and its address.
+fn serve(model: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = bin("rnmt-serve")
+        .arg("--model")
+        .arg(model)
+        .args(["--port", "0", "--device", &device_arg(), "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("rnmt-serve: listening on http://") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// `POST /translator/translate` with `Connection: close`: (status, JSON body).
+fn post(addr: std::net::SocketAddr, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST /translator/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    // The body is small: one chunk when chunked.
+    let json = match body.find('[').or_else(|| body.find('{')) {
+        Some(at) => &body[at..body.rfind([']', '}']).unwrap() + 1],
+        None => body,
+    };
+    (status, serde_json::from_str(json).unwrap())
+}
+
+#[test]
+fn the_server_meets_constraints_and_returns_alignments() {
+    let model = tiny_model();
+    let pairs = dev_pairs(3);
+    let wanted: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|(_, r)| reference_constraints(r))
+        .collect();
+    let (mut child, addr) = serve(model);
+    let items: Vec<serde_json::Value> = pairs
+        .iter()
+        .zip(&wanted)
+        .map(|((s, _), c)| serde_json::json!({"src": s, "constraints": c, "align": true}))
+        .collect();
+    let (status, v) = post(addr, &serde_json::Value::from(items).to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{v}");
+    // The same as rnmt-translate --constraints --align.
+    let dir = scratch("serve");
+    let file = dir.join("c.txt");
+    let text: String = wanted
+        .iter()
+        .map(|c| format!("{}\n", c.join("\t")))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let args = ["--constraints", file.to_str().unwrap(), "--align"];
+    let cli = stdout(&translate_with(
+        model,
+        &args,
+        sources(&pairs).as_bytes(),
+        LIMIT,
+    ));
+    for (k, line) in cli.lines().enumerate() {
+        let t = &v[0][k];
+        let tgt = t["tgt"].as_str().unwrap();
+        for p in &wanted[k] {
+            assert!(tgt.contains(p.as_str()), "{p:?} not in {tgt:?}");
+        }
+        assert_eq!(format!("{tgt}\t{}", t["align"].as_str().unwrap()), line);
     }
 }
