@@ -32,7 +32,8 @@ struct Args {
     output: Option<PathBuf>,
     #[command(flatten)]
     decode: DecodeConfig,
-    /// Print the K best as `index<TAB>score<TAB>translation` lines.
+    /// Print the K best (with --sample: K samples) as `index<TAB>score<TAB>translation`
+    /// lines.
     #[arg(long, value_name = "K")]
     n_best: Option<usize>,
     /// Print `score<TAB>translation` (score: log-probability of the translation).
