@@ -54,6 +54,7 @@ pub mod panic;
 pub mod plot;
 pub mod precision;
 pub mod schedule;
+pub mod score;
 pub mod search;
 pub mod serve;
 pub mod sizing;
@@ -61,6 +62,7 @@ pub mod tokenizer;
 pub mod train;
 pub mod translate;
 pub mod validation;
+pub mod word_alignment;
 
 /// BLEU, chrF and paired bootstrap (the `rnmt-metrics` crate, which builds without libtorch).
 pub use rnmt_metrics as metrics;

@@ -146,6 +146,7 @@ fn run(mut a: Args) -> Result<()> {
             beam: a.decode.beam,
             n_best: 1,
             attention: false,
+            align: false,
         },
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -39,12 +39,23 @@ struct Args {
     progress: bool,
     #[command(flatten)]
     decode: DecodeConfig,
-    /// Print the K best as `index<TAB>score<TAB>translation` lines.
+    /// Print the K best (with --sample: K samples) as `index<TAB>score<TAB>translation`
+    /// lines.
     #[arg(long, value_name = "K")]
     n_best: Option<usize>,
     /// Print `score<TAB>translation` (score: log-probability of the translation).
     #[arg(long)]
     scores: bool,
+    /// Append a word alignment from the attention to every output line after a tab:
+    /// `translation<TAB>0-0 1-2 ..` (Pharaoh `source-target` pairs over whitespace-separated
+    /// words, from 0; one link per output word, to the source word it attends to most).
+    #[arg(long)]
+    align: bool,
+    /// Target phrases that must appear in the translations: line N holds those of input
+    /// line N, separated by tabs (an empty line: none). Uses constrained beam search
+    /// (dynamic beam allocation); not with --sample.
+    #[arg(long, value_name = "FILE")]
+    constraints: Option<PathBuf>,
     /// Write the attention weights of every best translation to this file, one JSON object
     /// per input line: {"line", "source", "target", "attention": [target x source]}.
     #[arg(long, value_name = "FILE")]
@@ -117,6 +128,14 @@ fn run(mut a: Args) -> Result<()> {
     a.input = a.input.filter(|p| !output::is_std(p));
     a.output = a.output.filter(|p| !output::is_std(p));
     for (name, path) in [("--output", &a.output), ("--attention", &a.attention)] {
+        if let (Some(c), Some(o)) = (&a.constraints, path) {
+            if same_file(c, o) {
+                bail!(
+                    "{name} {} is the --constraints file; choose another output file",
+                    o.display()
+                );
+            }
+        }
         if let (Some(i), Some(o)) = (&a.input, path) {
             if same_file(i, o) {
                 bail!(
@@ -138,7 +157,7 @@ fn run(mut a: Args) -> Result<()> {
     let device = a.dev.apply(rnmt::precision::Precision::Auto)?;
     let decode = DecodeConfig {
         n_best: a.n_best.unwrap_or(1),
-        attention: a.attention.is_some() || a.attention_svg.is_some(),
+        attention: a.attention.is_some() || a.attention_svg.is_some() || a.align,
         ..a.decode.clone()
     };
     let threads = tch::get_num_threads().max(1) as usize;
@@ -222,6 +241,15 @@ fn run(mut a: Args) -> Result<()> {
     opts.lossy_utf8 = a.lossy_utf8;
     opts.n_best = a.n_best.is_some();
     opts.scores = a.scores;
+    opts.align = a.align;
+    if let Some(p) = &a.constraints {
+        if a.decode.sample {
+            bail!("--constraints and --sample do not go together: constraints need beam search");
+        }
+        let file = rnmt::translate::ConstraintFile::open(p, a.decode.max_line_bytes)
+            .context("--constraints")?;
+        opts.constraints = Some(std::sync::Arc::new(file));
+    }
     let progress = (a.progress || (a.input.is_some() && std::io::stderr().is_terminal()))
         .then(|| a.input.as_deref().and_then(output::count_lines));
     let mut out = Output::open(a.output.as_deref(), progress)?;
@@ -250,6 +278,15 @@ fn run(mut a: Args) -> Result<()> {
             &mut each,
         )?,
     };
+    if let Some(c) = &opts.constraints {
+        if c.has_more() {
+            eprintln!(
+                "warning: --constraints {} has more lines than the input ({})",
+                c.path().display(),
+                stats.lines
+            );
+        }
+    }
     out.commit()?;
     if let Some((_, f)) = sinks.json {
         f.commit()?;

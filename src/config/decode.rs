@@ -45,6 +45,21 @@ pub struct DecodeConfig {
     /// (decode.json), else finished].
     #[arg(long = "beam-stop", value_enum)]
     pub stop: Option<BeamStop>,
+    /// Sample translations from the model (ancestral sampling, e.g. for back-translation)
+    /// instead of searching for the most probable one; `--n-best N` gives N samples.
+    #[arg(long)]
+    pub sample: bool,
+    /// With --sample: draw from the K most probable tokens only (0: the whole vocabulary).
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.topk)]
+    pub topk: usize,
+    /// With --sample: divide the log-probabilities by T before sampling (below 1: closer to
+    /// greedy, above 1: more varied).
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.temperature)]
+    pub temperature: f64,
+    /// With --sample: the seed; a sentence's samples depend only on it, the sentence and
+    /// its line number (not on the batch, the window or the workers).
+    #[arg(long, default_value_t = DecodeConfig::DEFAULT.seed)]
+    pub seed: u64,
 }
 
 /// When beam search is done with a sentence. Both also stop as soon as no live hypothesis
@@ -80,6 +95,10 @@ impl DecodeConfig {
         max_line_bytes: 1 << 16,
         attention: false,
         stop: None,
+        sample: false,
+        topk: 0,
+        temperature: 1.0,
+        seed: 1,
     };
 
     /// The length penalty exponent when neither the command nor the model states one.
@@ -108,7 +127,17 @@ impl DecodeConfig {
         if self.beam == 0 {
             return Err(Error::Config("beam must be at least 1".into()));
         }
-        if self.n_best == 0 || self.n_best > self.beam {
+        if self.sample {
+            if self.n_best == 0 {
+                return Err(Error::Config("n-best (samples) must be at least 1".into()));
+            }
+            if !self.temperature.is_finite() || self.temperature <= 0.0 {
+                return Err(Error::Config(format!(
+                    "temperature must be a finite number > 0, got {}",
+                    self.temperature
+                )));
+            }
+        } else if self.n_best == 0 || self.n_best > self.beam {
             return Err(Error::Config(format!(
                 "n-best must be between 1 and the beam size ({}), got {}",
                 self.beam, self.n_best

@@ -17,7 +17,9 @@
 mod alignment;
 pub mod beam;
 pub mod candidates;
+pub mod constrained;
 pub mod greedy;
+pub mod sample;
 pub mod step_model;
 
 use tch::{Device, Tensor};
@@ -28,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::tokenizer::EOS_ID;
 
 pub use beam::beam_search;
+pub use constrained::{constrained_search, Phrases};
 pub use greedy::greedy_search;
+pub use sample::sample_search;
 pub use step_model::{Step, StepModel};
 
 /// One output sentence.
@@ -78,6 +82,52 @@ pub fn decode<M: StepModel + ?Sized>(
                 .collect())
         } else {
             beam_search(model, sources, cfg, device)
+        }
+    })
+}
+
+/// What one sentence asks of search besides its source: its key (the input line number,
+/// which seeds its samples under [`DecodeConfig::sample`]) and its target phrases (for
+/// [`constrained_search`]; none: unconstrained).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    pub key: u64,
+    pub phrases: Phrases,
+}
+
+/// [`decode`] with per-sentence requests: [`DecodeConfig::sample`] samples (seeded per
+/// sentence by its key), a batch where some sentence has phrases runs [`constrained_search`]
+/// (sampling with phrases is refused), and otherwise [`decode`]'s search.
+pub fn decode_requests<M: StepModel + ?Sized>(
+    model: &M,
+    sources: &[Vec<u32>],
+    requests: &[Request],
+    cfg: &DecodeConfig,
+    device: Device,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    assert_eq!(sources.len(), requests.len(), "a request per source");
+    let constrained = requests.iter().any(|r| !r.phrases.is_empty());
+    if !cfg.sample && !constrained {
+        return decode(model, sources, cfg, device);
+    }
+    if cfg.attention && !model.has_attention() {
+        return Err(Error::NoAttention);
+    }
+    if sources.is_empty() {
+        return Ok(vec![]);
+    }
+    if cfg.sample && constrained {
+        return Err(Error::Config(
+            "sampling and constraints do not go together: constraints need beam search".into(),
+        ));
+    }
+    tch::no_grad(|| {
+        if cfg.sample {
+            let keys: Vec<u64> = requests.iter().map(|r| r.key).collect();
+            sample_search(model, sources, &keys, cfg, device)
+        } else {
+            let phrases: Vec<Phrases> = requests.iter().map(|r| r.phrases.clone()).collect();
+            constrained_search(model, sources, &phrases, cfg, device)
         }
     })
 }

@@ -30,6 +30,13 @@ pub struct SourceItem {
     pub n_best: Option<usize>,
     #[serde(default)]
     pub attention: Option<bool>,
+    /// Word alignment of every translation (`"align"` in the response, Pharaoh `i-j`).
+    #[serde(default)]
+    pub align: Option<bool>,
+    /// Target phrases that must appear in this sentence's translation (constrained beam
+    /// search).
+    #[serde(default)]
+    pub constraints: Option<Vec<String>>,
 }
 
 /// One translation in the response.
@@ -43,6 +50,10 @@ pub struct TargetItem {
     /// With `"attention": true`: the attention of this translation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Alignment>,
+    /// With `"align": true`: the word alignment, Pharaoh `i-j` pairs as `rnmt-translate
+    /// --align` writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align: Option<String>,
 }
 
 /// An error response body.
@@ -58,6 +69,8 @@ pub struct SearchOptions {
     pub n_best: usize,
     /// Return the attention weights of every translation.
     pub attention: bool,
+    /// Return the word alignment of every translation.
+    pub align: bool,
 }
 
 /// Bounds on what one request may ask for.
@@ -110,8 +123,13 @@ impl Rejection {
 pub struct Checked {
     pub model: u64,
     pub sentences: Vec<String>,
+    /// Each sentence's target phrases (empty: none).
+    pub constraints: Vec<Vec<String>>,
     pub options: SearchOptions,
 }
+
+/// Most constraint phrases of one sentence.
+pub const MAX_CONSTRAINTS: usize = 16;
 
 /// Checks a request body against the limits and the model ids. `defaults` are the server's
 /// search settings (`--beam`, n-best 1) and `first_model` the id used when none is given.
@@ -175,12 +193,13 @@ pub fn check_request(
             || item.beam_size != first.beam_size
             || item.n_best != first.n_best
             || item.attention != first.attention
+            || item.align != first.align
         {
             return Err(Rejection::new(
                 400,
                 format!(
                     "sentence {i}: every sentence of a request must name the same model, \
-                     beam_size, n_best and attention"
+                     beam_size, n_best, attention and align"
                 ),
             ));
         }
@@ -190,6 +209,18 @@ pub fn check_request(
                 format!(
                     "sentence {i}: {} bytes, at most {} (--max-input-bytes)",
                     item.src.len(),
+                    limits.max_input_bytes
+                ),
+            ));
+        }
+        let phrases = item.constraints.as_deref().unwrap_or(&[]);
+        let bytes: usize = phrases.iter().map(String::len).sum();
+        if phrases.len() > MAX_CONSTRAINTS || bytes > limits.max_input_bytes {
+            return Err(Rejection::new(
+                413,
+                format!(
+                    "sentence {i}: {} constraints of {bytes} bytes, at most {MAX_CONSTRAINTS} of {} bytes (--max-input-bytes)",
+                    phrases.len(),
                     limits.max_input_bytes
                 ),
             ));
@@ -227,13 +258,20 @@ pub fn check_request(
         ));
     }
     let attention = first.attention.unwrap_or(false);
+    let align = first.align.unwrap_or(false);
+    let constraints = items
+        .iter()
+        .map(|i| i.constraints.clone().unwrap_or_default())
+        .collect();
     Ok(Checked {
         model,
         sentences: items.into_iter().map(|i| i.src).collect(),
+        constraints,
         options: SearchOptions {
             beam,
             n_best,
             attention,
+            align,
         },
     })
 }
@@ -244,6 +282,7 @@ pub struct Hypothesis {
     pub text: String,
     pub score: f64,
     pub attention: Option<Alignment>,
+    pub align: Option<String>,
 }
 
 /// Arranges translations in OpenNMT-py's response shape: `n_best` lists, list `k` holding the
@@ -267,6 +306,7 @@ pub fn response(
                         n_best,
                         pred_score: h.map_or(0.0, |h| h.score),
                         attention: h.and_then(|h| h.attention.clone()),
+                        align: h.and_then(|h| h.align.clone()),
                     }
                 })
                 .collect()
@@ -282,6 +322,7 @@ mod tests {
         beam: 5,
         n_best: 1,
         attention: false,
+        align: false,
     };
 
     fn check(body: &str) -> Result<Checked, Rejection> {
@@ -361,6 +402,7 @@ mod tests {
             text: text.to_string(),
             score,
             attention: None,
+            align: None,
         };
         let hyps = vec![vec![h("A", -1.0), h("B", -2.0)], vec![]];
         let r = response(&sentences, &hyps, 2);

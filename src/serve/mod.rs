@@ -184,7 +184,7 @@ async fn translate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     else {
         return error(404, format!("no model with id {}", checked.model));
     };
-    if checked.options.attention && !worker.info.attention {
+    if (checked.options.attention || checked.options.align) && !worker.info.attention {
         return error(
             400,
             format!(
@@ -197,6 +197,7 @@ async fn translate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     let (reply, answer) = oneshot::channel();
     let job = Job {
         sentences: checked.sentences.clone(),
+        constraints: checked.constraints.clone(),
         options: checked.options,
         reply,
     };

@@ -16,7 +16,7 @@ use super::api::{Hypothesis, SearchOptions};
 use crate::config::DecodeConfig;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
-use crate::translate::{next_batch, Translator};
+use crate::translate::{next_batch, LineRequest, Translator};
 
 /// The hypotheses, best first, of each sentence of a job.
 pub type Hypotheses = Vec<Vec<Hypothesis>>;
@@ -24,6 +24,8 @@ pub type Hypotheses = Vec<Vec<Hypothesis>>;
 /// One request's sentences, answered through `reply`.
 pub struct Job {
     pub sentences: Vec<String>,
+    /// Each sentence's target phrases.
+    pub constraints: Vec<Vec<String>>,
     pub options: SearchOptions,
     pub reply: oneshot::Sender<std::result::Result<Hypotheses, String>>,
 }
@@ -168,13 +170,22 @@ fn serve_jobs(mut translator: Translator, rx: Receiver<Job>, batch_size: usize) 
         for (options, jobs) in groups {
             translator.decode.beam = options.beam;
             translator.decode.n_best = options.n_best;
-            translator.decode.attention = options.attention;
-            let texts: Vec<&str> = jobs
+            translator.decode.attention = options.attention || options.align;
+            // Sentence i of a request is its line i + 1 (the key of its samples).
+            let requests: Vec<LineRequest> = jobs
                 .iter()
-                .flat_map(|j| j.sentences.iter().map(String::as_str))
+                .flat_map(|j| {
+                    j.sentences.iter().zip(&j.constraints).enumerate().map(
+                        |(i, (text, constraints))| LineRequest {
+                            line: i + 1,
+                            text,
+                            constraints,
+                        },
+                    )
+                })
                 .collect();
             let result = translator
-                .translate_batch(&texts)
+                .translate_requests(&requests)
                 .map_err(|e| crate::cli::chain(&anyhow::Error::new(e)));
             match result {
                 Ok(translations) => {
@@ -185,12 +196,14 @@ fn serve_jobs(mut translator: Translator, rx: Receiver<Job>, batch_size: usize) 
                             .take(job.sentences.len())
                             .map(|t| {
                                 let mut attention = t.attention.into_iter();
+                                let mut align = t.word_alignments.into_iter();
                                 t.hypotheses
                                     .into_iter()
                                     .map(|(text, score)| Hypothesis {
                                         text,
                                         score,
-                                        attention: attention.next(),
+                                        attention: attention.next().filter(|_| options.attention),
+                                        align: align.next().filter(|_| options.align),
                                     })
                                     .collect()
                             })

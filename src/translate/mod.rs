@@ -3,9 +3,11 @@
 //!
 //! Memory stays bounded whatever the input: at most `max_line_bytes` of a line are kept (the
 //! rest is read and dropped, with a warning), and sources are cut to `max_input_tokens`.
+mod constraints;
 pub mod output;
 mod stream;
 
+pub use constraints::ConstraintFile;
 pub use stream::{next_batch, stream, stream_with, StreamOptions, StreamStats};
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use crate::corpus::normalize;
 use crate::ensemble::Ensemble;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
-use crate::search::{self, Hypothesis};
+use crate::search::{self, Hypothesis, Request};
 
 /// A loaded model (or ensemble of models) ready to translate.
 #[derive(Debug)]
@@ -38,6 +40,16 @@ pub struct Translator {
     pub precision: Precision,
 }
 
+/// One line to translate and what it asks for besides its text.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRequest<'a> {
+    /// The 1-based input line number: it seeds the line's samples (`--sample`).
+    pub line: usize,
+    pub text: &'a str,
+    /// Target phrases that must appear in the translation (`--constraints`).
+    pub constraints: &'a [String],
+}
+
 /// A translated line.
 #[derive(Debug, Clone)]
 pub struct Translation {
@@ -50,6 +62,9 @@ pub struct Translation {
     /// With `decode.attention`: one alignment per hypothesis, in the order of `hypotheses`;
     /// empty otherwise (and for an empty line).
     pub attention: Vec<Alignment>,
+    /// With `decode.attention`: the word alignment of each hypothesis in Pharaoh format
+    /// ([`crate::word_alignment`]); empty otherwise.
+    pub word_alignments: Vec<String>,
 }
 
 impl Translator {
@@ -112,15 +127,34 @@ impl Translator {
     }
 
     /// Decodes subword sources with the model or the ensemble.
-    fn search(&self, sources: &[Vec<u32>]) -> Result<Vec<Vec<Hypothesis>>> {
+    fn search(&self, sources: &[Vec<u32>], requests: &[Request]) -> Result<Vec<Vec<Hypothesis>>> {
+        let (cfg, device) = (&self.decode, self.device);
         if self.members.is_empty() {
-            return search::decode(&self.loaded.model, sources, &self.decode, self.device);
+            return search::decode_requests(&self.loaded.model, sources, requests, cfg, device);
         }
         let models = std::iter::once(&self.loaded)
             .chain(&self.members)
             .map(|m| &m.model)
             .collect();
-        search::decode(&Ensemble::new(models), sources, &self.decode, self.device)
+        search::decode_requests(&Ensemble::new(models), sources, requests, cfg, device)
+    }
+
+    /// The target subword ids of constraint phrases, normalized as the training targets and
+    /// in their word-initial form (after a space: the byte-level tokenizer writes a word
+    /// inside a sentence with its space), so that a phrase matches a whole-word start in the
+    /// output. Empty phrases are skipped; one longer than `max_len` (with `</s>`) is an error.
+    pub fn phrase_ids(&self, constraints: &[String]) -> Result<search::Phrases> {
+        let mut phrases = Vec::new();
+        for c in constraints {
+            let text = normalize(c, self.loaded.config.data.normalization);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            phrases.push(self.loaded.tokenizers.tgt().encode(&format!(" {text}"))?);
+        }
+        search::constrained::check_fits(&self.decode, &phrases)?;
+        Ok(phrases)
     }
 
     /// The subword ids the model reads for one input line (normalized as in training), cut to
@@ -140,8 +174,24 @@ impl Translator {
         Ok((ids, None))
     }
 
-    /// Translates a batch of lines (normalized as in training; empty lines stay empty).
+    /// Translates a batch of lines (normalized as in training; empty lines stay empty),
+    /// numbered from 1 and without constraints.
     pub fn translate_batch(&self, lines: &[&str]) -> Result<Vec<Translation>> {
+        let requests: Vec<LineRequest> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, text)| LineRequest {
+                line: i + 1,
+                text,
+                constraints: &[],
+            })
+            .collect();
+        self.translate_requests(&requests)
+    }
+
+    /// Translates a batch of lines with their line numbers and constraints. A constraint
+    /// that cannot be met (longer than `max_len`) is an error naming the line.
+    pub fn translate_requests(&self, lines: &[LineRequest<'_>]) -> Result<Vec<Translation>> {
         let mut out: Vec<Translation> = lines
             .iter()
             .map(|_| Translation {
@@ -149,30 +199,51 @@ impl Translator {
                 truncated_from: None,
                 tokens: 0,
                 attention: vec![],
+                word_alignments: vec![],
             })
             .collect();
         let mut sources = Vec::new();
+        let mut requests = Vec::new();
         let mut rows = Vec::new();
         for (i, line) in lines.iter().enumerate() {
-            let (ids, cut) = self.source_ids(line)?;
-            if ids.is_empty() {
+            let (ids, cut) = self.source_ids(line.text)?;
+            let phrases = self
+                .phrase_ids(line.constraints)
+                .map_err(|e| Error::Input(format!("line {}: constraints: {e}", line.line)))?;
+            if ids.is_empty() && phrases.is_empty() {
                 continue;
             }
             out[i].truncated_from = cut;
             sources.push(ids);
+            requests.push(Request {
+                key: line.line as u64,
+                phrases,
+            });
             rows.push(i);
         }
         let hyps = self
             .precision
-            .run(self.device, || self.search(&sources))??;
+            .run(self.device, || self.search(&sources, &requests))??;
         let tok = &self.loaded.tokenizers;
         for ((i, hs), src) in rows.into_iter().zip(hyps).zip(&sources) {
             out[i].tokens = hs.first().map_or(0, |h| h.tokens.len());
+            let constrained = !lines[i].constraints.is_empty();
             for h in hs {
-                out[i]
-                    .hypotheses
-                    .push((tok.tgt().decode(&h.tokens)?, h.score));
+                let text = tok.tgt().decode(&h.tokens)?;
+                // A constraint's word-initial form may open the output with a space.
+                let text = match constrained {
+                    true => text.trim_start().to_string(),
+                    false => text,
+                };
+                out[i].hypotheses.push((text, h.score));
                 if let Some(matrix) = h.attention {
+                    out[i].word_alignments.push(crate::word_alignment::pharaoh(
+                        tok.src(),
+                        src,
+                        tok.tgt(),
+                        &h.tokens,
+                        &matrix,
+                    )?);
                     out[i].attention.push(Alignment::new(
                         tok.src(),
                         src,

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{Translation, Translator};
+use super::{ConstraintFile, LineRequest, Translation, Translator};
 use crate::corpus::lines::{read_line_bounded, strip_bom};
 use crate::error::{Error, Result};
 
@@ -41,6 +41,10 @@ pub struct StreamOptions {
     pub n_best: bool,
     /// Print `score<TAB>translation` for 1-best output.
     pub scores: bool,
+    /// Append `<TAB>alignment` (Pharaoh word alignment) to every translation line.
+    pub align: bool,
+    /// Target phrases per input line (`--constraints`), read as the lines are translated.
+    pub constraints: Option<std::sync::Arc<ConstraintFile>>,
 }
 
 impl StreamOptions {
@@ -58,6 +62,8 @@ impl StreamOptions {
             lossy_utf8: false,
             n_best: false,
             scores: false,
+            align: false,
+            constraints: None,
         }
     }
 }
@@ -185,6 +191,7 @@ pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
         for t in workers {
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
             let threads = opts.worker_threads;
+            let constraints = opts.constraints.clone();
             scope.spawn(move || {
                 if let Some(n) = threads {
                     // libtorch's intra-op threads are set per calling thread (OpenMP).
@@ -193,11 +200,10 @@ pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
                 loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(lines)) = job else { break };
-                    let texts: Vec<&str> = lines.iter().map(|(_, s)| s.as_str()).collect();
                     // A panic (a libtorch exception) must come back as an answer: the loop
                     // waits for one per batch sent.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        t.translate_batch(&texts)
+                        translate_job(&t, &lines, constraints.as_deref())
                     }))
                     .unwrap_or_else(|payload| {
                         Err(Error::Input(format!(
@@ -298,6 +304,37 @@ pub fn stream_with<R: BufRead + Send + 'static, W: Write + ?Sized>(
         }
         Ok(writer.stats)
     })
+}
+
+/// Translates one batch: each line with its number and its constraints.
+fn translate_job(
+    t: &Translator,
+    lines: &[(usize, String)],
+    constraints: Option<&ConstraintFile>,
+) -> Result<Vec<Translation>> {
+    let phrases: Vec<Vec<String>> = match constraints {
+        Some(c) => lines
+            .iter()
+            .map(|(no, _)| c.phrases(*no))
+            .collect::<Result<_>>()?,
+        None => vec![Vec::new(); lines.len()],
+    };
+    let requests: Vec<LineRequest> = lines
+        .iter()
+        .zip(&phrases)
+        .map(|((no, text), p)| LineRequest {
+            line: *no,
+            text,
+            constraints: p,
+        })
+        .collect();
+    t.translate_requests(&requests)
+        .map_err(|e| match constraints {
+            Some(c) if matches!(e, Error::Input(_)) => {
+                Error::Input(format!("--constraints {}: {e}", c.path().display()))
+            }
+            _ => e,
+        })
 }
 
 /// Turns queued input items into `(line number, text)`, stopping at the first line that
@@ -414,24 +451,31 @@ fn write_translation<W: Write + ?Sized>(
     opts: &StreamOptions,
     n_best: usize,
 ) -> std::io::Result<()> {
+    // `<TAB>alignment` after the translation with `--align` (empty for an empty line).
+    let align = |k: usize| -> String {
+        match opts.align {
+            true => format!("\t{}", tr.word_alignments.get(k).map_or("", String::as_str)),
+            false => String::new(),
+        }
+    };
     if opts.n_best {
         if tr.hypotheses.is_empty() {
             // An empty line has K (empty) translations like any other.
             for _ in 0..n_best {
-                writeln!(out, "{index}\t{:.4}\t", 0.0)?;
+                writeln!(out, "{index}\t{:.4}\t{}", 0.0, align(usize::MAX))?;
             }
             return Ok(());
         }
-        for (text, score) in tr.hypotheses.iter().take(n_best) {
-            writeln!(out, "{index}\t{score:.4}\t{text}")?;
+        for (k, (text, score)) in tr.hypotheses.iter().take(n_best).enumerate() {
+            writeln!(out, "{index}\t{score:.4}\t{text}{}", align(k))?;
         }
         return Ok(());
     }
     match tr.hypotheses.first() {
-        Some((text, score)) if opts.scores => writeln!(out, "{score:.4}\t{text}"),
-        Some((text, _)) => writeln!(out, "{text}"),
-        None if opts.scores => writeln!(out, "{:.4}\t", 0.0),
-        None => writeln!(out),
+        Some((text, score)) if opts.scores => writeln!(out, "{score:.4}\t{text}{}", align(0)),
+        Some((text, _)) => writeln!(out, "{text}{}", align(0)),
+        None if opts.scores => writeln!(out, "{:.4}\t{}", 0.0, align(usize::MAX)),
+        None => writeln!(out, "{}", align(usize::MAX)),
     }
 }
 

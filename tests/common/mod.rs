@@ -107,6 +107,7 @@ pub fn bin(name: &str) -> Command {
         "rnmt-translate" => env!("CARGO_BIN_EXE_rnmt-translate"),
         "rnmt-serve" => env!("CARGO_BIN_EXE_rnmt-serve"),
         "rnmt-prepare" => env!("CARGO_BIN_EXE_rnmt-prepare"),
+        "rnmt-score" => env!("CARGO_BIN_EXE_rnmt-score"),
         _ => panic!("unknown binary {name}"),
     };
     let path = match std::env::var_os("RNMT_TEST_BIN_DIR") {
