@@ -76,7 +76,7 @@ fn build_shim(lib: &Path) {
         println!("cargo:rerun-if-changed={file}");
         build.file(file);
     }
-    for file in ["csrc/distributed.h", "csrc/distributed_nccl.cpp"] {
+    for file in ["csrc/distributed.h", "csrc/distributed_nccl.cpp", "csrc/message.h"] {
         println!("cargo:rerun-if-changed={file}");
     }
 

@@ -4,6 +4,8 @@
 // their temporaries per parameter. Used by src/optim.rs (`Adam::step`). Catches every C++
 // exception and returns it as a malloc'ed message (NULL on success) that Rust frees.
 #include <ATen/ATen.h>
+
+#include "message.h"
 #include <c10/core/GradMode.h>
 
 #include <cstdlib>
@@ -22,11 +24,6 @@ std::vector<at::Tensor> list(at::Tensor** ts, size_t n) {
   return out;
 }
 
-char* message(const std::string& m) {
-  char* out = static_cast<char*>(std::malloc(m.size() + 1));
-  if (out != nullptr) std::memcpy(out, m.c_str(), m.size() + 1);
-  return out;
-}
 }  // namespace
 
 extern "C" {
@@ -49,9 +46,9 @@ char* rnmt_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** m, 
                       /*amsgrad=*/false, /*maximize=*/false);
     return nullptr;
   } catch (const std::exception& e) {
-    return message(e.what());
+    return rnmt_message(e.what());
   } catch (...) {
-    return message("unknown C++ exception in _fused_adamw_");
+    return rnmt_message("unknown C++ exception in _fused_adamw_");
   }
 }
 

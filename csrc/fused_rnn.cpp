@@ -20,6 +20,8 @@
 // Only float32, contiguous CPU tensors; the caller checks. Every extern "C" function catches
 // C++ exceptions and returns them as a malloc'ed message (NULL on success).
 #include <ATen/ATen.h>
+
+#include "message.h"
 #include <ATen/Parallel.h>
 #include <c10/core/DispatchKeySet.h>
 #include <c10/core/GradMode.h>
@@ -404,11 +406,6 @@ struct FusedRnn2 : public torch::autograd::Function<FusedRnn2> {
   }
 };
 
-char* message(const std::string& m) {
-  char* out = static_cast<char*>(std::malloc(m.size() + 1));
-  if (out != nullptr) std::memcpy(out, m.c_str(), m.size() + 1);
-  return out;
-}
 
 }  // namespace
 
@@ -436,9 +433,9 @@ char* rnmt_fused_rnn(int64_t cell, at::Tensor** seq0, at::Tensor** seq1, at::Ten
     for (size_t k = 0; k < outs.size(); ++k) out[k] = new at::Tensor(outs[k]);
     return nullptr;
   } catch (const std::exception& e) {
-    return message(e.what());
+    return rnmt_message(e.what());
   } catch (...) {
-    return message("unknown C++ exception in the fused RNN");
+    return rnmt_message("unknown C++ exception in the fused RNN");
   }
 }
 
@@ -495,9 +492,9 @@ char* rnmt_rnn_step(int64_t cell, at::Tensor* gi, at::Tensor* h, at::Tensor* c, 
     *out_h = new at::Tensor(h_new);
     return nullptr;
   } catch (const std::exception& e) {
-    return message(e.what());
+    return rnmt_message(e.what());
   } catch (...) {
-    return message("unknown C++ exception in the fused RNN step");
+    return rnmt_message("unknown C++ exception in the fused RNN step");
   }
 }
 
