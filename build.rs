@@ -76,7 +76,11 @@ fn build_shim(lib: &Path) {
         println!("cargo:rerun-if-changed={file}");
         build.file(file);
     }
-    for file in ["csrc/distributed.h", "csrc/distributed_nccl.cpp", "csrc/message.h"] {
+    for file in [
+        "csrc/distributed.h",
+        "csrc/distributed_nccl.cpp",
+        "csrc/message.h",
+    ] {
         println!("cargo:rerun-if-changed={file}");
     }
 

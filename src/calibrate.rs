@@ -87,28 +87,29 @@ impl DecodeDefaults {
         if d.is_current(dir) {
             return Ok(Some(d));
         }
+        let model = dir.join(crate::checkpoint::MODEL_FILE);
         eprintln!(
-            "warning: {} was calibrated on other weights than {} (sha256 {}, now {}): its alpha {} is not used; the built-in defaults apply (rnmt-train calibrates again when the same command runs again)",
+            "warning: {} was calibrated on weights with sha256 {}, but {} has sha256 {}: its alpha {} is not used; the built-in defaults apply (rnmt-train calibrates again when the same command runs again)",
             dir.join(DECODE_FILE).display(),
-            dir.join(crate::checkpoint::MODEL_FILE).display(),
             d.weights_sha256.as_deref().unwrap_or("?"),
-            crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE))
-                .as_deref()
-                .unwrap_or("none recorded"),
+            model.display(),
+            crate::digest::recorded(&model).as_deref().unwrap_or("?"),
             d.alpha
         );
         Ok(None)
     }
 
-    /// Whether these defaults belong to the weights in `dir` (true for a file that names
-    /// none).
+    /// Whether these defaults belong to the weights in `dir`: false only when both sides
+    /// name a digest and the two differ. A `decode.json` that names none (written before
+    /// digests), or weights that record none (written by another tool, or by hand), cannot
+    /// be told apart and count as current, so such directories decode exactly as before.
     pub fn is_current(&self, dir: &Path) -> bool {
-        match &self.weights_sha256 {
-            None => true,
-            Some(h) => {
-                crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE)).as_ref()
-                    == Some(h)
-            }
+        match (
+            &self.weights_sha256,
+            crate::digest::recorded(&dir.join(crate::checkpoint::MODEL_FILE)),
+        ) {
+            (Some(calibrated), Some(now)) => *calibrated == now,
+            _ => true,
         }
     }
 

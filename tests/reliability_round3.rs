@@ -498,7 +498,10 @@ fn stale_decoding_defaults_are_not_used() {
     let o = translate_with(&m, &[], b"hi\n", Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("was calibrated on other weights"),
+        stderr(&o).contains(&format!(
+            "was calibrated on weights with sha256 {}, but",
+            "0".repeat(64)
+        )) && stderr(&o).contains(&format!("has sha256 {digest}")),
         "{}",
         stderr(&o)
     );

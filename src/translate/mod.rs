@@ -84,11 +84,13 @@ impl Translator {
         let Some((first, rest)) = dirs.split_first() else {
             return Err(Error::Config("no model directory given".into()));
         };
+        // The weights load first: decode.json is judged stale against weights that are
+        // there and sound, and a broken model gets its own one-line error, alone.
+        let loaded = load_model_dir(first, device)?;
         if let Some(d) = crate::calibrate::DecodeDefaults::load_current(first)? {
             d.apply(&mut decode);
         }
         decode.validate()?;
-        let loaded = load_model_dir(first, device)?;
         let mut members = Vec::with_capacity(rest.len());
         for dir in rest {
             let m = load_model_dir(dir, device)?;
