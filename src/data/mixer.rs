@@ -23,7 +23,7 @@ pub struct TrainSet {
     /// Items per epoch of each corpus, and where each corpus starts in the item space.
     items: Vec<usize>,
     starts: Vec<usize>,
-    /// A hash of the prepared data (equal on every process that mapped the same corpus).
+    /// A hash of the prepared data (equal on every process that opened the same corpus).
     content_hash: u64,
 }
 
@@ -137,11 +137,6 @@ impl TrainSet {
             .collect();
         EpochView { set: self, perms }
     }
-
-    /// Hands the mapped pages read so far back to the page cache.
-    pub fn release(&self) {
-        self.corpora.iter().for_each(ShardStore::release);
-    }
 }
 
 impl EpochView<'_> {
@@ -173,8 +168,8 @@ impl EpochView<'_> {
         self.set.corpora[c].lens(i)
     }
 
-    /// Item `v`.
-    pub fn get(&self, v: usize) -> Example {
+    /// Item `v` (read from its shard: an error when the shard changed since it was checked).
+    pub fn get(&self, v: usize) -> Result<Example> {
         let (c, i) = self.resolve(v);
         self.set.corpora[c].get(i)
     }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{cut_by, Example, POOL};
+use crate::error::Result;
 use crate::rng::Rng;
 
 use super::mixer::{EpochView, TrainSet};
@@ -133,7 +134,6 @@ impl<'a> BatchSource<'a> {
     }
 
     fn load_window(&mut self) {
-        self.set.release();
         self.batches = window_batches(
             &self.view,
             &self.order,
@@ -162,17 +162,22 @@ impl<'a> BatchSource<'a> {
         self.pos.window + 1 >= self.windows && self.pos.batch_in_window >= self.batches.len()
     }
 
-    /// Up to `n` next batches of this epoch (fewer at its end), as examples.
-    pub fn next_batches(&mut self, n: usize) -> Vec<Vec<Example>> {
+    /// Up to `n` next batches of this epoch (fewer at its end), as examples; an error when a
+    /// shard changed since it was checked (see [`super::store::Shard::get`]).
+    pub fn next_batches(&mut self, n: usize) -> Result<Vec<Vec<Example>>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n && !self.epoch_done() {
             let idx = &self.batches[self.pos.batch_in_window];
-            out.push(idx.iter().map(|&v| self.view.get(v)).collect());
+            out.push(
+                idx.iter()
+                    .map(|&v| self.view.get(v))
+                    .collect::<Result<_>>()?,
+            );
             self.pos.batch_in_window += 1;
             self.pos.batch_in_epoch += 1;
             self.skip_finished_windows();
         }
-        out
+        Ok(out)
     }
 
     /// Moves to the start of the next epoch.
@@ -191,7 +196,6 @@ impl<'a> BatchSource<'a> {
             s.load_window();
             count += s.batches.len();
         }
-        set.release();
         count
     }
 }
@@ -244,7 +248,7 @@ mod tests {
             );
             let mut got = Vec::new();
             while !src.epoch_done() {
-                got.extend(src.next_batches(3));
+                got.extend(src.next_batches(3).unwrap());
             }
             assert_eq!(got, want);
         }
@@ -261,17 +265,22 @@ mod tests {
         let mut positions = Vec::new();
         while !a.epoch_done() {
             positions.push(a.position());
-            all.extend(a.next_batches(1));
+            all.extend(a.next_batches(1).unwrap());
         }
         assert_eq!(a.position().window, 2, "three windows");
         let seen: usize = all.iter().map(Vec::len).sum();
         assert_eq!(seen, ex.len(), "every item once");
         for k in [0, 1, positions.len() / 2, positions.len() - 1] {
             let mut b = BatchSource::with_window(&set, 400, 5, positions[k], window);
-            assert_eq!(b.next_batches(1)[0], all[k], "resume at {:?}", positions[k]);
+            assert_eq!(
+                b.next_batches(1).unwrap()[0],
+                all[k],
+                "resume at {:?}",
+                positions[k]
+            );
         }
         a.next_epoch();
         assert_eq!(a.position().epoch, 1);
-        assert_ne!(a.next_batches(1)[0], all[0]);
+        assert_ne!(a.next_batches(1).unwrap()[0], all[0]);
     }
 }

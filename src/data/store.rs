@@ -1,4 +1,4 @@
-//! The shard store: sentence pairs as token ids in memory-mapped files.
+//! The shard store: sentence pairs as token ids in shard files.
 //!
 //! One shard file holds `n` pairs (after fairseq's `indexed_dataset`: a header, the sizes, the
 //! offsets, then the ids, read in place):
@@ -15,13 +15,15 @@
 //! | width x t | per pair: the source ids, then the target ids |
 //!
 //! All numbers are little-endian, without the special tokens (`</s>`, `<s>` are added when
-//! batching). A [`ShardStore`] maps every shard of a corpus and reads pair `i` without
-//! copying the file; resident memory stays bounded because [`ShardStore::release`] hands the
-//! pages read so far back to the page cache.
-use std::io::Write;
+//! batching). A [`ShardStore`] opens every shard of a corpus, keeps each pair's lengths in
+//! memory (8 bytes a pair) and reads pair `i`'s ids with one positioned read (`pread`) into
+//! a new buffer when it is batched. Nothing is memory-mapped: a shard truncated or
+//! overwritten while training runs cannot fault the process (SIGBUS); a short read, or an
+//! id outside the vocabulary, is the one-line "damaged prepared corpus" error instead.
+//! Reading a batch this way costs microseconds, a training step milliseconds.
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-use memmap2::Mmap;
 
 use crate::atomic::AtomicFile;
 use crate::batch::Example;
@@ -109,14 +111,49 @@ impl ShardWriter {
     }
 }
 
-/// One memory-mapped shard.
+/// One shard file, read with positioned reads.
 pub struct Shard {
     path: PathBuf,
-    map: Mmap,
+    file: File,
     width: usize,
-    pairs: usize,
-    offsets_at: usize,
-    ids_at: usize,
+    /// (source, target) lengths of every pair, in memory: the sampler asks for them for
+    /// every item of every window.
+    lens: Vec<(u32, u32)>,
+    /// Index of the first id of pair `MARK * k`, for every `k` (the offsets are consecutive,
+    /// checked at open, so the others follow from the lengths).
+    marks: Vec<u64>,
+    /// Byte position of the first id in the file.
+    ids_at: u64,
+    /// (source, target) vocabulary sizes every id was checked against
+    /// ([`Shard::check_ids`]); the ids of every read are checked again.
+    vocab: Option<(usize, usize)>,
+}
+
+/// Pairs per entry of [`Shard::marks`].
+const MARK: usize = 64;
+
+/// Bytes read at a time when a shard is scanned whole.
+const SCAN_BUFFER: usize = 1 << 20;
+
+/// Fills `buf` from `file` at byte `at` (an error if the file ends first).
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n =
+                std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at + done as u64)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -127,8 +164,39 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Ids of `width` bytes each, little-endian.
+fn decode(b: &[u8], width: usize, out: &mut Vec<u32>) {
+    out.clear();
+    if width == 2 {
+        out.extend(
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+        );
+    } else {
+        out.extend(
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+}
+
+/// The shard's bytes from `at` on, read in order.
+fn scan(file: &File, at: u64) -> std::io::Result<BufReader<&File>> {
+    let mut r = BufReader::with_capacity(SCAN_BUFFER, file);
+    r.seek(SeekFrom::Start(at))?;
+    Ok(r)
+}
+
 impl Shard {
-    /// Maps `path` and checks its header and size (one clear error naming the file otherwise).
+    fn damaged(path: &Path, what: impl std::fmt::Display) -> Error {
+        Error::Input(format!(
+            "{}: damaged prepared corpus: {what}; delete it or run rnmt-prepare",
+            path.display()
+        ))
+    }
+
+    /// Opens `path` and checks its header, size, lengths and offsets (one clear error naming
+    /// the file otherwise). Reads the file once, in order; keeps 8 bytes a pair.
     pub fn open(path: &Path) -> Result<Shard> {
         let bad = |what: String| {
             Error::Input(format!(
@@ -136,143 +204,169 @@ impl Shard {
                 path.display()
             ))
         };
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the shard is only read; rnmt writes shards under temporary names and renames
-        // them, so a mapped file is never modified in place by rnmt.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        if map.len() < HEADER || &map[..8] != MAGIC {
+        let short = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad("shorter than its header says".into())
+            } else {
+                Error::io(path, e)
+            }
+        };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut head = [0u8; HEADER];
+        if len < HEADER as u64 {
             return Err(bad("bad header".into()));
         }
-        let width = u32_at(&map, 8) as usize;
+        read_at(&file, &mut head, 0).map_err(short)?;
+        if &head[..8] != MAGIC {
+            return Err(bad("bad header".into()));
+        }
+        let width = u32_at(&head, 8) as usize;
         if width != 2 && width != 4 {
             return Err(bad(format!("id width {width}")));
         }
-        let (pairs, ids) = (u64_at(&map, 16), u64_at(&map, 24));
+        let (pairs, ids) = (u64_at(&head, 16), u64_at(&head, 24));
         // Checked: a forged count must not wrap around to a size that matches.
         let want = pairs
             .checked_mul(16)
             .and_then(|x| x.checked_add(HEADER as u64 + 8))
             .and_then(|x| ids.checked_mul(width as u64).and_then(|y| x.checked_add(y)));
-        if want != Some(map.len() as u64) {
+        if want != Some(len) {
             return Err(bad(format!(
-                "{} bytes, but its header says {pairs} pairs and {ids} ids",
-                map.len()
+                "{len} bytes, but its header says {pairs} pairs and {ids} ids"
             )));
         }
+        // The size matches, so `pairs` is at most a sixteenth of the file.
         let pairs = pairs as usize;
-        let offsets_at = HEADER + 8 * pairs;
-        let ids_at = offsets_at + 8 * (pairs + 1);
+        let mut r = scan(&file, HEADER as u64).map_err(|e| Error::io(path, e))?;
+        let mut b = [0u8; 8];
+        let mut lens = Vec::with_capacity(pairs);
+        for _ in 0..pairs {
+            r.read_exact(&mut b).map_err(short)?;
+            lens.push((u32_at(&b, 0), u32_at(&b, 4)));
+        }
         // Every pair's ids must lie where the offsets say, one after the other, so that no
-        // read can go past the file.
+        // read can go past the ids.
+        let mut marks = Vec::with_capacity(pairs / MARK + 1);
         let mut at = 0u64;
-        for i in 0..pairs {
-            let (s, t) = (
-                u32_at(&map, HEADER + 8 * i) as u64,
-                u32_at(&map, HEADER + 8 * i + 4) as u64,
-            );
-            if u64_at(&map, offsets_at + 8 * i) != at {
+        for (i, &(s, t)) in lens.iter().enumerate() {
+            r.read_exact(&mut b).map_err(short)?;
+            if u64::from_le_bytes(b) != at {
                 return Err(bad(format!(
                     "pair {i} does not start where the one before ends"
                 )));
             }
-            at += s + t;
+            if i % MARK == 0 {
+                marks.push(at);
+            }
+            at += s as u64 + t as u64;
             if at > ids {
                 return Err(bad(format!(
                     "pair {i} ends past the {ids} ids of the shard"
                 )));
             }
         }
-        if u64_at(&map, offsets_at + 8 * pairs) != at || at != ids {
+        r.read_exact(&mut b).map_err(short)?;
+        if u64::from_le_bytes(b) != at || at != ids {
             return Err(bad(format!(
                 "the pairs hold {at} ids, the header says {ids}"
             )));
         }
+        drop(r);
         Ok(Shard {
             path: path.to_path_buf(),
-            map,
+            file,
             width,
-            pairs,
-            offsets_at,
-            ids_at,
+            lens,
+            marks,
+            ids_at: (HEADER + 16 * pairs + 8) as u64,
+            vocab: None,
         })
     }
 
     /// Checks that every source id is below `src_vocab` and every target id below
-    /// `tgt_vocab` (a forged id would index past the embeddings).
-    pub fn check_ids(&self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
-        for i in 0..self.pairs {
-            let e = self.get(i);
-            let bad = |side: &str, id: u32, vocab: usize| {
-                Error::Input(format!(
-                    "{}: damaged prepared corpus: pair {i} has {side} id {id}, the vocabulary has {vocab}; delete it or run rnmt-prepare",
-                    self.path.display()
-                ))
-            };
-            if let Some(&id) = e.src.iter().find(|&&id| id as usize >= src_vocab) {
-                return Err(bad("source", id, src_vocab));
-            }
-            if let Some(&id) = e.tgt.iter().find(|&&id| id as usize >= tgt_vocab) {
-                return Err(bad("target", id, tgt_vocab));
-            }
+    /// `tgt_vocab` (a forged id would index past the embeddings); every later
+    /// [`Shard::get`] checks its ids against them too.
+    pub fn check_ids(&mut self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
+        let short = |e: std::io::Error| Shard::damaged(&self.path, format!("reading its ids: {e}"));
+        let mut r = scan(&self.file, self.ids_at).map_err(short)?;
+        let (mut bytes, mut ids) = (Vec::new(), Vec::new());
+        for (i, &(s, t)) in self.lens.iter().enumerate() {
+            bytes.resize((s as usize + t as usize) * self.width, 0);
+            r.read_exact(&mut bytes).map_err(short)?;
+            decode(&bytes, self.width, &mut ids);
+            check_pair(&self.path, i, &ids, s as usize, (src_vocab, tgt_vocab))?;
         }
+        self.vocab = Some((src_vocab, tgt_vocab));
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.pairs
+        self.lens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs == 0
+        self.lens.is_empty()
     }
 
     /// (source, target) lengths of pair `i`, in tokens without specials.
     pub fn lens(&self, i: usize) -> (usize, usize) {
-        let at = HEADER + 8 * i;
-        (
-            u32_at(&self.map, at) as usize,
-            u32_at(&self.map, at + 4) as usize,
-        )
+        let (s, t) = self.lens[i];
+        (s as usize, t as usize)
     }
 
-    fn ids(&self, from: usize, n: usize) -> Vec<u32> {
-        let at = self.ids_at + from * self.width;
-        let b = &self.map[at..at + n * self.width];
-        if self.width == 2 {
-            b.chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-                .collect()
-        } else {
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }
-    }
-
-    /// Pair `i`.
-    pub fn get(&self, i: usize) -> Example {
+    /// Pair `i`, read from the file into new buffers. A shard that changed since it was
+    /// opened (truncated, overwritten) gives the one-line "damaged prepared corpus" error:
+    /// the read comes short, or an id is outside the vocabularies of [`Shard::check_ids`].
+    pub fn get(&self, i: usize) -> Result<Example> {
         let (s, t) = self.lens(i);
-        let start = u64_at(&self.map, self.offsets_at + 8 * i) as usize;
-        Example {
-            src: self.ids(start, s),
-            tgt: self.ids(start + s, t),
+        let first = i / MARK * MARK;
+        let start = self.marks[i / MARK]
+            + self.lens[first..i]
+                .iter()
+                .map(|&(s, t)| s as u64 + t as u64)
+                .sum::<u64>();
+        let mut bytes = vec![0u8; (s + t) * self.width];
+        read_at(
+            &self.file,
+            &mut bytes,
+            self.ids_at + start * self.width as u64,
+        )
+        .map_err(|e| {
+            Shard::damaged(
+                &self.path,
+                format_args!(
+                    "pair {i} could not be read ({e}): the shard changed after it was checked"
+                ),
+            )
+        })?;
+        let mut src = Vec::with_capacity(s + t);
+        decode(&bytes, self.width, &mut src);
+        if let Some(vocab) = self.vocab {
+            check_pair(&self.path, i, &src, s, vocab)?;
         }
-    }
-
-    /// Hands the pages read so far back to the page cache (they are read again on demand).
-    pub fn release(&self) {
-        // SAFETY: a read-only file mapping: dropping its pages only means reading them from
-        // the page cache (or the file) again on the next access.
-        #[cfg(unix)]
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
+        let tgt = src.split_off(s);
+        Ok(Example { src, tgt })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Checks the ids of pair `i` (`s` source ids, then the target's) against the
+/// (source, target) vocabulary sizes.
+fn check_pair(path: &Path, i: usize, ids: &[u32], s: usize, vocab: (usize, usize)) -> Result<()> {
+    let (src, tgt) = ids.split_at(s);
+    for (side, ids, vocab) in [("source", src, vocab.0), ("target", tgt, vocab.1)] {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Shard::damaged(
+                path,
+                format!("pair {i} has {side} id {id}, the vocabulary has {vocab}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The shards of one corpus, read as one sequence of pairs (a burn-style `get`/`len`
@@ -284,7 +378,7 @@ pub struct ShardStore {
 }
 
 impl ShardStore {
-    /// Maps the shard files, in order.
+    /// Opens the shard files, in order.
     pub fn open(paths: &[PathBuf]) -> Result<ShardStore> {
         let mut shards = Vec::new();
         let mut starts = vec![0];
@@ -319,22 +413,17 @@ impl ShardStore {
         s.lens(j)
     }
 
-    /// Pair `i`.
-    pub fn get(&self, i: usize) -> Example {
+    /// Pair `i` (see [`Shard::get`]).
+    pub fn get(&self, i: usize) -> Result<Example> {
         let (s, j) = self.locate(i);
         s.get(j)
     }
 
     /// See [`Shard::check_ids`].
-    pub fn check_ids(&self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
+    pub fn check_ids(&mut self, src_vocab: usize, tgt_vocab: usize) -> Result<()> {
         self.shards
-            .iter()
+            .iter_mut()
             .try_for_each(|s| s.check_ids(src_vocab, tgt_vocab))
-    }
-
-    /// See [`Shard::release`].
-    pub fn release(&self) {
-        self.shards.iter().for_each(Shard::release);
     }
 }
 
@@ -353,24 +442,26 @@ mod tests {
             let mut paths = Vec::new();
             let mut w = ShardWriter::new(width);
             let mut all = Vec::new();
-            for i in 0..50u32 {
+            // Shards of 140 pairs: offsets found past several marks.
+            for i in 0..300u32 {
                 let e = ex(i, big);
                 w.push(&e);
                 all.push(e);
-                if w.len() == 20 || i == 49 {
+                if w.len() == 140 || i == 299 {
                     let p = dir.path().join(format!("s{width}-{}.bin", paths.len()));
                     w.write(&p).unwrap();
                     paths.push(p);
                 }
             }
-            let store = ShardStore::open(&paths).unwrap();
-            assert_eq!((store.len(), store.shard_count()), (50, 3));
+            let mut store = ShardStore::open(&paths).unwrap();
+            assert_eq!((store.len(), store.shard_count()), (300, 3));
+            store
+                .check_ids(big as usize + 20, big as usize + 20)
+                .unwrap();
             for (i, e) in all.iter().enumerate() {
-                assert_eq!(&store.get(i), e);
+                assert_eq!(&store.get(i).unwrap(), e);
                 assert_eq!(store.lens(i), (e.src.len(), e.tgt.len()));
             }
-            store.release();
-            assert_eq!(store.get(49), all[49]);
         }
         // A truncated shard is one clear error.
         let p = dir.path().join("s2-0.bin");
@@ -378,5 +469,48 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         let e = Shard::open(&p).err().unwrap().to_string();
         assert!(e.contains("s2-0.bin: not a complete rnmt shard"), "{e}");
+    }
+
+    /// A shard changed after it was opened and checked: reads are errors, never a fault or
+    /// an id outside the vocabulary.
+    #[test]
+    fn a_shard_changed_under_an_open_store_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.bin");
+        let mut w = ShardWriter::new(2);
+        for i in 0..200u32 {
+            w.push(&Example {
+                src: vec![i % 50 + 4; 3],
+                tgt: vec![9; 2],
+            });
+        }
+        w.write(&p).unwrap();
+        let mut shard = Shard::open(&p).unwrap();
+        shard.check_ids(60, 60).unwrap();
+        assert_eq!(shard.get(199).unwrap().src, vec![49 + 4; 3]);
+        // Overwritten in place with the same size: an id beyond the vocabulary.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last..].copy_from_slice(&1000u16.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = shard.get(199).unwrap_err().to_string();
+        assert!(
+            e.contains("pair 199 has target id 1000, the vocabulary has 60"),
+            "{e}"
+        );
+        // Truncated to its header: the next read says so.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(HEADER as u64)
+            .unwrap();
+        let e = shard.get(3).unwrap_err().to_string();
+        assert!(
+            e.contains("s.bin: damaged prepared corpus: pair 3 could not be read"),
+            "{e}"
+        );
+        assert!(e.ends_with("delete it or run rnmt-prepare"), "{e}");
+        assert_eq!(shard.lens(3), (3, 2), "lengths stay in memory");
     }
 }

@@ -30,7 +30,7 @@ pub fn shard_file(c: usize, k: usize) -> String {
     format!("corpus-{c}/shard-{k:05}.bin")
 }
 
-/// Maps the shards of `m` in `dir` after the checks of the module docs. `sources` are the
+/// Opens the shards of `m` in `dir` after the checks of the module docs. `sources` are the
 /// requested corpora (as [`crate::corpus::CorpusSource`] prints them), `src_vocab` and
 /// `tgt_vocab` the tokenizers' vocabulary sizes.
 pub fn open_verified(
@@ -122,7 +122,7 @@ pub fn open_verified(
             content.update(&s.pairs.to_le_bytes());
             paths.push(p);
         }
-        let store = ShardStore::open(&paths)?;
+        let mut store = ShardStore::open(&paths)?;
         if store.len() as u64 != pairs || pairs != entry.kept {
             return Err(damaged(
                 dir,
@@ -134,7 +134,6 @@ pub fn open_verified(
             ));
         }
         store.check_ids(src_vocab, tgt_vocab)?;
-        store.release();
         stores.push(store);
     }
     let hash = format!("{:016x}", content.digest());

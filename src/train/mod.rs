@@ -221,7 +221,7 @@ impl<'a> Trainer<'a> {
                 if let Some(reason) = stop::on_agreement(agreed.time_up, agreed.interrupted) {
                     return Ok(reason);
                 }
-                let batches = source.next_batches(per_update);
+                let batches = source.next_batches(per_update)?;
                 let (loss, tokens, secs) = self.update_batches(&batches, agreed.progress)?;
                 self.state.tokens += tokens as u64;
                 self.state.train_seconds += secs;
