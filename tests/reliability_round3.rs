@@ -727,3 +727,56 @@ fn clients_that_stop_reading_are_timed_out() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Item 4, the rest: a shard truncated while rnmt-train trains on it. Shards are read with
+/// positioned reads, not memory-mapped, so the next batch read is the one-line "damaged
+/// prepared corpus" error with status 1, never a SIGBUS death.
+#[test]
+fn a_shard_truncated_while_training_is_an_error_not_sigbus() {
+    let f = prepared_folder(&[]);
+    let (train, valid) = tiny_corpus(f._tmp.path());
+    let config = f._tmp.path().join("tiny.toml");
+    let model = f._tmp.path().join("m");
+    let child = train_command(&train, &valid, &model, Some(&config))
+        .arg("--data-dir")
+        .arg(&f.dir)
+        .args(["--max-steps", "100000", "--set", "train.valid_every=1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Training is under way once the first validation is recorded.
+    let started = Instant::now();
+    while !model.join("metrics.csv").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no step");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = read_manifest(&f.dir).unwrap();
+    for s in m.corpora.iter().flat_map(|c| &c.shards) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.dir.join(&s.file))
+            .unwrap()
+            .set_len(32)
+            .unwrap();
+    }
+    let o = wait_with_deadline(child, Duration::from_secs(120), "rnmt-train");
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "no signal death: {:?} {err}",
+        o.status
+    );
+    let damaged: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("damaged prepared corpus"))
+        .collect();
+    assert_eq!(damaged.len(), 1, "{err}");
+    assert!(damaged[0].contains("shard-00000.bin"), "{err}");
+    assert!(
+        damaged[0].contains("delete it or run rnmt-prepare"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().last(), Some(damaged[0]), "{err}");
+}

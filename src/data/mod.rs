@@ -1,11 +1,11 @@
-//! Training data: prepare the corpora once into memory-mapped shards ([`prepare`],
+//! Training data: prepare the corpora once into shards of token ids ([`prepare`],
 //! [`store`]), mix several corpora with weights ([`mixer`]), and hand the trainer its
 //! batches in a seeded, resumable order ([`sampler`]). The validation set is small and kept in
 //! memory.
 //!
 //! [`load`] is what `rnmt-train` runs: it prepares the training corpora into the prepared
 //! directory (by default `MODEL_DIR/prepared`) unless a prepare with the same key is there
-//! already (a cache keyed by the inputs' checksums and the data config), and maps it. A
+//! already (a cache keyed by the inputs' checksums and the data config), and opens it. A
 //! resumed run keeps its tokenizers; a training file changed since its data were prepared
 //! stops it with one line.
 pub mod args;
@@ -45,7 +45,7 @@ pub struct DataSpec {
     pub fallback_dir: Option<PathBuf>,
 }
 
-/// The training corpora mapped, and the validation set in memory.
+/// The training corpora opened, and the validation set in memory.
 pub struct Prepared {
     pub tokenizers: Tokenizers,
     pub train: TrainSet,
@@ -105,7 +105,7 @@ pub fn log_prior(counts: &[f64], vocab: usize) -> Vec<f32> {
     counts.iter().map(|c| (c / total).ln() as f32).collect()
 }
 
-/// Prepares (or finds prepared) the training corpora of `spec` and maps them; reads and
+/// Prepares (or finds prepared) the training corpora of `spec` and opens them; reads and
 /// encodes the validation set. With `spec.reuse_tokenizers` (a resumed run) the tokenizers
 /// in `model_dir` are used; otherwise the prepared directory's, trained there, are copied to
 /// `model_dir`.
