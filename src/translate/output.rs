@@ -13,8 +13,7 @@
 use std::fs::File;
 use std::io::{IsTerminal, LineWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::atomic::{rename_synced, resolve, Target};
@@ -53,13 +52,19 @@ pub fn count_lines(path: &Path) -> Option<u64> {
     Some(n + u64::from(last != b'\n'))
 }
 
-/// Lines written so far, shared with the signal handler.
+/// Lines written so far, shared with the signal handler. A write and its count happen under
+/// one lock, and the handler holds that lock until the process exits, so the count it prints
+/// is exactly the number of lines on disk (no line lands between the count and the exit).
 #[derive(Clone, Default)]
-pub struct LineCount(Arc<AtomicU64>);
+pub struct LineCount(Arc<Mutex<u64>>);
 
 impl LineCount {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        *self.lock()
     }
 }
 
@@ -198,10 +203,13 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut count = self.lines.lock();
         let n = self.out.write(buf)?;
         let ends = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        *count += ends;
+        let done = *count;
+        drop(count);
         if ends > 0 {
-            let done = self.lines.0.fetch_add(ends, Ordering::SeqCst) + ends;
             if let Some(p) = &mut self.progress {
                 p.tick(done, false);
             }
@@ -230,7 +238,9 @@ impl Drop for Output {
 pub fn stop_on_signal(partial: &Path, file: &Path, lines: LineCount) -> Result<()> {
     let (partial, file) = (partial.to_path_buf(), file.to_path_buf());
     ctrlc::set_handler(move || {
-        eprintln!("{}", interrupted_message(&partial, lines.get(), &file));
+        // Held until _exit: no writer adds a line after it is counted.
+        let count = lines.lock();
+        eprintln!("{}", interrupted_message(&partial, *count, &file));
         // SAFETY: _exit ends the process at once, running no destructors or atexit
         // handlers, which other threads (libtorch's) could be using.
         unsafe { libc::_exit(130) };
