@@ -109,7 +109,8 @@ pub struct TrainConfig {
     /// Run the encoder and the teacher-forced decoder RNN in float32 on the CPU through
     /// rnmt's fused recurrent layer (`csrc/fused_rnn.cpp`: one autograd node per layer, the two
     /// directions on two threads); `false`: libtorch's `lstm`/`gru`. The same results up to
-    /// float rounding. No effect in bfloat16 or on CUDA (cuDNN).
+    /// float rounding. No effect in bfloat16 or on CUDA (cuDNN). Off by default: on an AVX2
+    /// AMD EPYC it trained 16% slower than libtorch's path (docs/performance.md, 2026-12-07).
     pub fused_rnn: bool,
 }
 
@@ -143,7 +144,7 @@ impl Default for TrainConfig {
             average_last: 0,
             fused_loss: true,
             fused_adam: true,
-            fused_rnn: true,
+            fused_rnn: false,
             decay: DecayShape::Linear,
             decay_steps: None,
             decay_fraction: 0.3,
