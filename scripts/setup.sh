@@ -51,7 +51,11 @@ if [[ -n "${LIBTORCH:-}" ]]; then
         echo "setup: LIBTORCH=$LIBTORCH has no lib/libtorch_cpu.so" >&2
         exit 1
     fi
-    ln -sfn "$LIBTORCH" "$link"
+    # LIBTORCH may be this checkout's own .libtorch (as scripts/test.sh users export it):
+    # relinking it to itself would leave a link that points at itself.
+    if [[ ! "$LIBTORCH" -ef "$link" ]]; then
+        ln -sfn "$(cd "$LIBTORCH" && pwd -P)" "$link"
+    fi
     echo "setup: using LIBTORCH=$LIBTORCH"
     exit 0
 fi
