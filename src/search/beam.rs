@@ -163,16 +163,17 @@ pub fn beam_search<M: StepModel + ?Sized>(
         if still_active.is_empty() {
             break;
         }
-        let idx = Tensor::from_slice(&next_rows).to_device(device);
-        state = model.select_state(&next, &idx);
-        if let Some(h) = &mut attention {
-            h.select(&idx);
-        }
-        if still_active.len() != active.len() {
-            // The encoder rows (one per sentence) of the sentences still decoding.
-            let sentence_rows: Vec<i64> = next_rows.chunks(k).map(|c| c[0] / k as i64).collect();
-            enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
-        }
+        let shrank = still_active.len() != active.len();
+        (state, enc) = super::reorder_rows(
+            model,
+            &next,
+            enc,
+            &mut attention,
+            &next_rows,
+            k,
+            shrank,
+            device,
+        );
         prev = Tensor::from_slice(&next_tokens).to_device(device);
         scores = next_scores;
         histories = next_histories;

@@ -133,6 +133,35 @@ pub fn decode_requests<M: StepModel + ?Sized>(
 }
 
 /// Copies a small tensor to the host; `what` names it in the error.
+/// Reorders the search's device state after a step of a `k`-row-per-sentence search: the
+/// decoder states and attention history follow `rows` (the row each kept hypothesis came
+/// from), and, when some sentences ended (`shrank`), the encoder output keeps one row per
+/// sentence still decoding. Returns the new state and encoder output.
+#[allow(clippy::too_many_arguments)]
+fn reorder_rows<M: StepModel + ?Sized>(
+    model: &M,
+    next: &M::State,
+    enc: M::Encoded,
+    attention: &mut Option<alignment::AttentionHistory>,
+    rows: &[i64],
+    k: usize,
+    shrank: bool,
+    device: Device,
+) -> (M::State, M::Encoded) {
+    let idx = Tensor::from_slice(rows).to_device(device);
+    let state = model.select_state(next, &idx);
+    if let Some(h) = attention {
+        h.select(&idx);
+    }
+    if !shrank {
+        return (state, enc);
+    }
+    // The encoder rows (one per sentence) of the sentences still decoding.
+    let sentence_rows: Vec<i64> = rows.chunks(k).map(|c| c[0] / k as i64).collect();
+    let enc = model.select_encoded(&enc, &Tensor::from_slice(&sentence_rows).to_device(device));
+    (state, enc)
+}
+
 fn host<T: tch::kind::Element + Copy>(t: &Tensor, what: &str) -> Result<Vec<T>> {
     Vec::<T>::try_from(t.reshape([-1])).map_err(|source| Error::ToHost {
         what: what.to_string(),
